@@ -1,0 +1,310 @@
+"""Study configs: TOML files read into typed, validated dataclasses.
+
+A config is data, never code: it is parsed with :mod:`tomllib` and every table is checked
+for unknown keys and wrong types, so a typo fails at once with a one-line
+:class:`~nas_optuna.exceptions.ConfigError` instead of silently using a default.
+
+Shape (see ``studies/quickstart.toml``)::
+
+    [study]   name, storage, directions, metrics, n_trials, timeout, seed
+    [space]   name, profile, and the space's own options
+    [data]    name, val_fraction, split_seed, crop_size, and the dataset's own options
+    [train]   epochs, batch size, learning rates, Polyak decays, device, stem weights
+    [sampler] name and the sampler's options
+    [pruner]  name and the pruner's options
+    [cost]    input_size and latency protocol
+
+Example:
+    >>> from nas_optuna.config import load_config
+    >>> config = load_config("studies/quickstart.toml")
+    >>> config.space.name
+    'template'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
+
+from nas_optuna.exceptions import ConfigError
+
+__all__ = [
+    "CostConfig",
+    "DataConfig",
+    "NamedConfig",
+    "StudyConfig",
+    "StudySection",
+    "TrainConfig",
+    "OBJECTIVE_METRICS",
+    "load_config",
+    "parse_config",
+]
+
+#: Trial quantities a study may optimise, with the direction that makes sense for each.
+OBJECTIVE_METRICS = {
+    "reward": "maximize",
+    "miou": "maximize",
+    "params_total": "minimize",
+    "params_generated": "minimize",
+    "macs": "minimize",
+    "latency_ms": "minimize",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySection:
+    """``[study]``: where the study lives and how long it runs."""
+
+    name: str = "nas-optuna"
+    storage: str = "sqlite:///nas-optuna.db"
+    directions: tuple[str, ...] = ("maximize",)
+    metrics: tuple[str, ...] = ("reward",)
+    n_trials: int | None = 20
+    timeout: float | None = None
+    seed: int | None = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedConfig:
+    """A table holding ``name`` plus options forwarded to the named factory."""
+
+    name: str
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """``[data]``: the search dataset and its meta-train / meta-val split."""
+
+    name: str = "synthetic"
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    crop_size: tuple[int, int] | None = None
+    scale: tuple[float, float] = (0.75, 1.25)
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """``[train]``: search-time training (defaults: WACV 2020, Sect. 4.1 and the spec).
+
+    Attributes:
+        stage1_epochs: Epochs training only the generated part on cached stem features.
+        stage2_epochs: Epochs training the whole network end to end.
+        batch_size: Mini-batch size (paper: 32).
+        decoder_lr: Adam learning rate of the generated part (WACV 7e-3; CVPR 3e-3).
+        stem_lr: Learning rate of the stem in stage 2 (1e-3).
+        stem_optimizer: ``adam`` or ``sgd`` for the stem in stage 2.
+        polyak_decay: Polyak (EMA) decay per stage, applied before validation (0.9, 0.99).
+        weight_decay: L2 weight decay of all optimisers.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+        stem_weights: ``auto`` (ImageNet if it can be had, else warm-up), ``imagenet``,
+            ``warmup`` or ``random``.
+        warmup_epochs: Epochs of the supervised stem warm-up when no ImageNet weights exist.
+        flip_views: Also cache horizontally flipped stem features for stage 1.
+        cache_dir: Folder of the stem-feature cache (default: next to a SQLite storage,
+            else ``~/.cache/nas-optuna``).
+        max_grad_norm: Gradient-norm clipping of the trained network (None: off).
+    """
+
+    stage1_epochs: int = 5
+    stage2_epochs: int = 5
+    batch_size: int = 32
+    decoder_lr: float = 7e-3
+    stem_lr: float = 1e-3
+    stem_optimizer: str = "adam"
+    polyak_decay: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    device: str = "auto"
+    stem_weights: str = "auto"
+    warmup_epochs: int = 5
+    flip_views: bool = True
+    cache_dir: str | None = None
+    max_grad_norm: float | None = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CostConfig:
+    """``[cost]``: how costs stored on every trial are measured."""
+
+    input_size: tuple[int, int] | None = None
+    measure_latency: bool = True
+    latency_warmup: int = 3
+    latency_repeats: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """A whole study config."""
+
+    study: StudySection
+    space: NamedConfig
+    data: DataConfig
+    train: TrainConfig
+    sampler: NamedConfig
+    pruner: NamedConfig
+    cost: CostConfig
+    source: str | None = None
+
+    def replace(self, **sections: Any) -> StudyConfig:
+        """Returns a copy with some sections replaced."""
+        return dataclasses.replace(self, **sections)
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Reads and validates a TOML study config.
+
+    Raises:
+        ConfigError: The file is missing, not valid TOML, or holds invalid values.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config {path}: {error}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"malformed TOML in {path}: {error}") from None
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: Mapping[str, Any], source: str | None = None) -> StudyConfig:
+    """Validates a config already parsed into nested dicts."""
+    where = f" in {source}" if source else ""
+    known = {"study", "space", "data", "train", "sampler", "pruner", "cost"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown table [{unknown[0]}]{where}; known: {', '.join(sorted(known))}")
+    for key, value in raw.items():
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"[{key}] must be a table{where}")
+
+    study = _dataclass_from(StudySection, raw.get("study", {}), "study", where)
+    _check_study(study, where)
+    space = _named(raw.get("space", {}), "space", where, default="template")
+    data_raw = dict(raw.get("data", {}))
+    data_fields = {f.name for f in dataclasses.fields(DataConfig)} - {"options"}
+    data = _dataclass_from(DataConfig, {k: v for k, v in data_raw.items() if k in data_fields},
+                           "data", where)
+    data = dataclasses.replace(data, options={k: v for k, v in data_raw.items()
+                                              if k not in data_fields})
+    if not 0.0 < data.val_fraction < 1.0:
+        raise ConfigError(f"[data] val_fraction must be in (0, 1), got {data.val_fraction}{where}")
+    train = _dataclass_from(TrainConfig, raw.get("train", {}), "train", where)
+    _check_train(train, where)
+    sampler = _named(raw.get("sampler", {}), "sampler", where, default="tpe")
+    pruner = _named(raw.get("pruner", {}), "pruner", where, default="median")
+    cost = _dataclass_from(CostConfig, raw.get("cost", {}), "cost", where)
+    return StudyConfig(study, space, data, train, sampler, pruner, cost, source)
+
+
+def _check_study(study: StudySection, where: str) -> None:
+    if len(study.directions) != len(study.metrics):
+        raise ConfigError(f"[study] directions ({len(study.directions)}) and metrics "
+                          f"({len(study.metrics)}) must have the same length{where}")
+    for direction in study.directions:
+        if direction not in ("maximize", "minimize"):
+            raise ConfigError(f"[study] direction {direction!r} must be 'maximize' or 'minimize'{where}")
+    for metric in study.metrics:
+        if metric not in OBJECTIVE_METRICS:
+            raise ConfigError(f"[study] unknown metric {metric!r}; choose from: "
+                              f"{', '.join(OBJECTIVE_METRICS)}{where}")
+    if len(set(study.metrics)) != len(study.metrics):
+        raise ConfigError(f"[study] metrics must not repeat{where}")
+    if study.n_trials is not None and study.n_trials < 1:
+        raise ConfigError(f"[study] n_trials must be >= 1, got {study.n_trials}{where}")
+    if study.timeout is not None and study.timeout <= 0:
+        raise ConfigError(f"[study] timeout must be > 0 seconds, got {study.timeout}{where}")
+    if not study.name:
+        raise ConfigError(f"[study] name must not be empty{where}")
+
+
+def _check_train(train: TrainConfig, where: str) -> None:
+    for key in ("stage1_epochs", "stage2_epochs", "warmup_epochs"):
+        if getattr(train, key) < 0:
+            raise ConfigError(f"[train] {key} must be >= 0{where}")
+    if train.stage1_epochs + train.stage2_epochs == 0:
+        raise ConfigError(f"[train] stage1_epochs + stage2_epochs must be >= 1{where}")
+    if train.batch_size < 1:
+        raise ConfigError(f"[train] batch_size must be >= 1{where}")
+    if train.decoder_lr <= 0 or train.stem_lr <= 0:
+        raise ConfigError(f"[train] learning rates must be > 0{where}")
+    if len(train.polyak_decay) != 2 or not all(0.0 <= d < 1.0 for d in train.polyak_decay):
+        raise ConfigError(f"[train] polyak_decay must be two values in [0, 1){where}")
+    if train.stem_optimizer not in ("adam", "sgd"):
+        raise ConfigError(f"[train] stem_optimizer must be 'adam' or 'sgd'{where}")
+    if train.stem_weights not in ("auto", "imagenet", "warmup", "random"):
+        raise ConfigError(f"[train] stem_weights must be one of auto, imagenet, warmup, random{where}")
+    device = train.device
+    if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:")
+                                                   and device[5:].isdigit())):
+        raise ConfigError(f"[train] device must be auto, cpu, cuda or cuda:N, got {device!r}{where}")
+
+
+def _named(table: Mapping[str, Any], section: str, where: str, *, default: str) -> NamedConfig:
+    options = dict(table)
+    name = options.pop("name", default)
+    if not isinstance(name, str):
+        raise ConfigError(f"[{section}] name must be a string{where}")
+    return NamedConfig(name, options)
+
+
+def _dataclass_from(cls: type, table: Mapping[str, Any], section: str, where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in table.items():
+        if key not in fields or key == "options":
+            accepted = ", ".join(k for k in fields if k != "options")
+            raise ConfigError(f"unknown key {key!r} in [{section}]{where}; accepted: {accepted}")
+        values[key] = _coerce(value, fields[key].type, f"[{section}] {key}", where)
+    return cls(**values)
+
+
+def _coerce(value: Any, annotation: Any, name: str, where: str) -> Any:
+    """Checks ``value`` against a field's (string) annotation and converts lists to tuples."""
+    text = str(annotation)
+    optional = "None" in text
+    if value is None and optional:
+        return None
+    if text.startswith("tuple"):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list{where}")
+        items = tuple(value)
+        element = "float" if "float" in text else "int" if "int" in text else "str"
+        items = tuple(_scalar(v, element, name, where) for v in items)
+        if "..." not in text and len(items) != text.count(element):
+            raise ConfigError(f"{name} must have {text.count(element)} values{where}")
+        return items
+    if "Mapping" in text:
+        return value
+    for element in ("bool", "int", "float", "str"):
+        if text.startswith(element):
+            return _scalar(value, element, name, where)
+    return value
+
+
+def _scalar(value: Any, element: str, name: str, where: str) -> Any:
+    if element == "bool":
+        ok = isinstance(value, bool)
+    elif element == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif element == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ConfigError(f"{name} must be {'a' if element != 'int' else 'an'} {element}, "
+                          f"got {value!r}{where}")
+    return value

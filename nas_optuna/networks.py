@@ -1,0 +1,42 @@
+"""The network container every search space builds: a stem followed by a generated part.
+
+Both Nekrasov papers split a searched network into a fixed *stem* (the first stages of a
+pre-trained classifier) and the *generated part* (everything the search decides). Stage 1
+of search-time training trains only the generated part on cached stem features, so the
+split is made explicit here: :class:`StemDecoderNetwork` holds ``stem`` and ``decoder``
+and ``forward(x) == decoder(stem(x))``. The decoder returns logits at the network's
+output stride; callers resize them.
+
+Training code relies only on this container, never on a particular search space.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["StemDecoderNetwork"]
+
+
+class StemDecoderNetwork(nn.Module):
+    """A segmentation network made of a stem and a generated decoder.
+
+    Args:
+        stem: Module mapping an image batch to a list of feature maps.
+        decoder: Module mapping that list to logits ``(N, classes, H / os, W / os)``.
+
+    Example:
+        >>> from search_spaces import get_space
+        >>> space = get_space("template")
+        >>> net = space.build(space.random_architecture(seed=0), num_classes=6)
+        >>> net(torch.zeros(1, 3, 64, 64)).shape[1]
+        6
+    """
+
+    def __init__(self, stem: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.stem = stem
+        self.decoder = decoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.stem(x))

@@ -1,0 +1,78 @@
+"""A small name -> factory registry, the pattern behind ops, spaces, datasets, samplers.
+
+Modelled on how timm and segmentation-models-pytorch register models and encoders: a
+decorator registers a factory under a stable name, and lookups of unknown names raise an
+error that lists the valid choices.
+
+Example:
+    >>> from nas_optuna.registry import Registry
+    >>> colours = Registry("colour")
+    >>> @colours.register("red")
+    ... def _red() -> str:
+    ...     return "#f00"
+    >>> colours.get("red")()
+    '#f00'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from nas_optuna.exceptions import UnknownNameError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps stable names to objects (usually factories).
+
+    Args:
+        kind: What the registry holds, used in error messages ("operation", "space", ...).
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name``; a name may be registered once."""
+
+        def decorator(obj: T) -> T:
+            self.add(name, obj)
+            return obj
+
+        return decorator
+
+    def add(self, name: str, obj: T) -> None:
+        """Registers ``obj`` under ``name``."""
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._entries[name] = obj
+
+    def get(self, name: str) -> T:
+        """Returns the entry for ``name``.
+
+        Raises:
+            UnknownNameError: ``name`` is not registered; the message lists valid names.
+        """
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            choices = ", ".join(sorted(self._entries))
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}; choose one of: {choices}"
+            ) from None
+
+    def names(self) -> list[str]:
+        """Registered names, in registration order."""
+        return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,198 @@
+"""The study runner: config -> sampler, pruner, storage, search data -> ``study.optimize``.
+
+Everything that can be wrong with a config (names, options, the dataset itself) is
+checked *before* the study is created or loaded, so bad input never leaves a half-made
+study behind. Studies are plain Optuna studies: ``optuna studies``, ``optuna trials`` and
+``optuna best-trial`` work on them, and the study's user attrs record the space, the
+dataset and how the stem was initialised.
+
+``[study] n_trials`` is the study's total: re-running a search resumes it and runs only
+the trials still missing (finished trials of any state count).
+
+Example:
+    >>> from nas_optuna import load_config, run_search
+    >>> study = run_search(load_config("studies/quickstart.toml"))
+    >>> study.best_trial.user_attrs["genotype"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from nas_optuna.config import StudyConfig
+from nas_optuna.data import build_dataset
+from nas_optuna.exceptions import ConfigError
+from nas_optuna.objective import SearchObjective
+from nas_optuna.registry import Registry
+from nas_optuna.training import initialise_stem, prepare_search_data, resolve_device
+from search_spaces import SearchSpace, get_space
+
+__all__ = ["PRUNERS", "SAMPLERS", "build_pruner", "build_sampler", "create_study", "run_search",
+           "default_cache_dir"]
+
+#: Sampler factories ``(seed, **options) -> BaseSampler``.
+SAMPLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("sampler")
+SAMPLERS.add("tpe", lambda seed, **o: optuna.samplers.TPESampler(seed=seed, **o))
+SAMPLERS.add("random", lambda seed, **o: optuna.samplers.RandomSampler(seed=seed, **o))
+SAMPLERS.add("nsga2", lambda seed, **o: optuna.samplers.NSGAIISampler(seed=seed, **o))
+SAMPLERS.add("gp", lambda seed, **o: optuna.samplers.GPSampler(seed=seed, **o))
+
+#: Pruner factories ``(**options) -> BasePruner``.
+PRUNERS: Registry[Callable[..., optuna.pruners.BasePruner]] = Registry("pruner")
+PRUNERS.add("median", optuna.pruners.MedianPruner)
+PRUNERS.add("none", optuna.pruners.NopPruner)
+
+_SAMPLER_CLASSES = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+                    "nsga2": optuna.samplers.NSGAIISampler, "gp": optuna.samplers.GPSampler}
+
+
+def build_sampler(name: str, options: dict[str, Any], seed: int | None) -> optuna.samplers.BaseSampler:
+    """Builds the sampler ``name`` with its config options.
+
+    Raises:
+        UnknownNameError: Unknown sampler.
+        ConfigError: An option is not accepted.
+    """
+    factory = SAMPLERS.get(name)
+    _check_options(_SAMPLER_CLASSES.get(name, factory), options, f"sampler {name!r}",
+                   exclude={"seed"})
+    try:
+        return factory(seed, **options)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"sampler {name!r}: {error}") from None
+
+
+def build_pruner(name: str, options: dict[str, Any]) -> optuna.pruners.BasePruner:
+    """Builds the pruner ``name`` with its config options."""
+    factory = PRUNERS.get(name)
+    _check_options(factory, options, f"pruner {name!r}")
+    try:
+        return factory(**options)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"pruner {name!r}: {error}") from None
+
+
+def _check_options(target: Any, options: dict[str, Any], what: str,
+                   exclude: set[str] | None = None) -> None:
+    accepted = [p for p in inspect.signature(target).parameters
+                if p not in ("self", "args", "kwargs") and p not in (exclude or set())]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"{what} has no option {unknown[0]!r}; accepted: {', '.join(accepted)}")
+
+
+def default_cache_dir(storage: str) -> Path:
+    """The stem-feature cache lives next to a SQLite file, else in the user's cache."""
+    if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
+        return Path(storage[len("sqlite:///"):]).expanduser().resolve().parent / ".nas_optuna_cache"
+    return Path.home() / ".cache" / "nas-optuna"
+
+
+def create_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None,
+                 pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """Creates the config's study, or loads it when it exists with the same directions.
+
+    Raises:
+        ConfigError: The existing study has other directions or metrics than the config.
+    """
+    section = config.study
+    directions = [optuna.study.StudyDirection[d.upper()] for d in section.directions]
+    try:
+        existing = optuna.load_study(study_name=section.name, storage=section.storage,
+                                     sampler=sampler, pruner=pruner)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        if list(existing.directions) != directions:
+            have = [d.name.lower() for d in existing.directions]
+            raise ConfigError(f"study {section.name!r} exists with directions {have}, "
+                              f"but the config asks for {list(section.directions)}")
+        stored = existing.metric_names
+        if stored is not None and list(stored) != list(section.metrics):
+            raise ConfigError(f"study {section.name!r} exists with metrics {stored}, "
+                              f"but the config asks for {list(section.metrics)}")
+        return existing
+    study = optuna.create_study(study_name=section.name, storage=section.storage,
+                                sampler=sampler, pruner=pruner, directions=list(section.directions))
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(section.metrics))
+    return study
+
+
+def run_search(config: StudyConfig, *, callbacks: Sequence[Callable] = (),
+               on_ready: Callable[[optuna.Study, SearchSpace], None] | None = None) -> optuna.Study:
+    """Runs (or resumes) the search a config describes.
+
+    Args:
+        config: A validated study config.
+        callbacks: Extra ``study.optimize`` callbacks (e.g. progress printing).
+        on_ready: Called with the study and space once the study exists, before trials.
+
+    Returns:
+        The Optuna study.
+
+    Raises:
+        NasOptunaError: Bad config or dataset; raised before the storage is touched.
+    """
+    section = config.study
+    sampler = build_sampler(config.sampler.name, dict(config.sampler.options), section.seed)
+    pruner = build_pruner(config.pruner.name, dict(config.pruner.options))
+    if len(section.directions) > 1 and config.pruner.name != "none":
+        raise ConfigError("multi-objective studies cannot use Optuna pruners; "
+                          "set [pruner] name = 'none'")
+    space = get_space(config.space.name, **config.space.options)
+    source = build_dataset(config.data.name, **config.data.options)
+    device = resolve_device(config.train.device)
+    train = config.train
+    cache_dir = train.cache_dir or default_cache_dir(section.storage)
+
+    def initialise(stem: Any, dataset: Any) -> str:
+        return initialise_stem(stem, dataset, mode=train.stem_weights,
+                               num_classes=source.num_classes, warmup_epochs=train.warmup_epochs,
+                               batch_size=train.batch_size, device=device, seed=section.seed or 0)
+
+    data = prepare_search_data(
+        source, build_stem=space.build_stem, stem_id=space.stem_id, initialise_stem=initialise,
+        stem_weights=train.stem_weights, warmup_epochs=train.warmup_epochs,
+        val_fraction=config.data.val_fraction, split_seed=config.data.split_seed,
+        crop_size=config.data.crop_size, scale=config.data.scale, flip_views=train.flip_views,
+        batch_size=train.batch_size, cache_dir=cache_dir, device=device,
+    ).to(device)
+
+    study = create_study(config, sampler=sampler, pruner=pruner)
+    _record_study_attrs(study, config, space, source.describe(), data.stem_weights)
+    if on_ready is not None:
+        on_ready(study, space)
+    finished = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+    remaining = None if section.n_trials is None else max(section.n_trials - finished, 0)
+    if remaining == 0:
+        return study
+    objective = SearchObjective(space, data, config, device)
+    study.optimize(objective, n_trials=remaining, timeout=section.timeout,
+                   catch=(Exception,), callbacks=list(callbacks), gc_after_trial=False)
+    return study
+
+
+def _record_study_attrs(study: optuna.Study, config: StudyConfig, space: SearchSpace,
+                        dataset: dict[str, Any], stem_weights: str) -> None:
+    attrs = {
+        "space": space.options(),
+        "dataset": dataset,
+        "num_classes": dataset.get("num_classes"),
+        "stem_weights": stem_weights,
+        "sampler": config.sampler.name,
+        "pruner": config.pruner.name,
+        "train": dataclasses.asdict(config.train),
+        "config_source": config.source,
+    }
+    for key, value in attrs.items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)

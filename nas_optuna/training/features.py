@@ -1,0 +1,245 @@
+"""Search data: the meta-train / meta-val split and the cached stem features.
+
+The papers' main speed trick: the stem is frozen during stage 1, so its outputs are
+computed once per dataset and reused by every trial. :func:`prepare_search_data` builds
+(or loads) that cache: the initialised stem weights, the stem features of every
+meta-train image (and, with ``flip_views``, of its horizontal mirror) and of every
+meta-val image, plus the labels.
+
+Choices the papers leave open:
+
+* Stage 1 sees fixed, un-augmented crops (plus mirrored copies): cached features cannot be
+  re-augmented. Stage 2 trains end to end with live augmentation.
+* Features are stored as float16 (half the memory; stage 1 casts batches back to float32).
+* The cache key hashes the dataset description, the split, the crop, the stem and how it
+  was initialised; the file is written to a temporary name and renamed, so a reader never
+  sees half a file and two processes building it at once both end with a valid cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from nas_optuna.data import SegmentationDataset, SegmentationSource, build_transforms, meta_split
+from nas_optuna.exceptions import DatasetError
+
+__all__ = ["SearchData", "prepare_search_data", "cache_key"]
+
+_CACHE_VERSION = 1
+
+
+@dataclasses.dataclass
+class SearchData:
+    """Everything a trial trains and evaluates on.
+
+    Attributes:
+        num_classes: Number of classes (label 255 is ignored).
+        stem_state: Initialised stem weights (``state_dict``), copied into every network.
+        stem_weights: ``imagenet``, ``warmup`` or ``random``: how the stem was initialised.
+        train_features: Stem outputs of the meta-train images (float16), one tensor per output.
+        train_labels: Meta-train labels (uint8, ``N x H x W``) matching ``train_features``.
+        val_features: Stem outputs of the meta-val images.
+        val_images: Normalised meta-val images (float16) for stage-2 evaluation.
+        val_labels: Meta-val labels.
+        train_dataset: Augmented meta-train view for stage 2.
+        key: The cache key.
+    """
+
+    num_classes: int
+    stem_state: dict[str, torch.Tensor]
+    stem_weights: str
+    train_features: list[torch.Tensor]
+    train_labels: torch.Tensor
+    val_features: list[torch.Tensor]
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    train_dataset: SegmentationDataset
+    key: str
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.val_images.shape[-2:])  # type: ignore[return-value]
+
+    def to(self, device: torch.device) -> SearchData:
+        """Moves the cached tensors to ``device`` (where they fit, the search runs from there)."""
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return dataclasses.replace(
+            self,
+            train_features=[move(f) for f in self.train_features],
+            train_labels=move(self.train_labels),
+            val_features=[move(f) for f in self.val_features],
+            val_images=move(self.val_images),
+            val_labels=move(self.val_labels),
+        )
+
+
+def cache_key(source: SegmentationSource, *, train_indices: Sequence[int],
+              val_indices: Sequence[int], crop_size: tuple[int, int] | None, stem_id: str,
+              stem_weights: str, warmup_epochs: int, flip_views: bool) -> str:
+    """A stable hash of everything the cached stem features depend on."""
+    payload = {
+        "version": _CACHE_VERSION,
+        "dataset": source.describe(),
+        "train": list(train_indices),
+        "val": list(val_indices),
+        "crop": list(crop_size) if crop_size else None,
+        "stem": stem_id,
+        "stem_weights": stem_weights,
+        "warmup_epochs": warmup_epochs if stem_weights in ("warmup", "auto") else 0,
+        "flip": flip_views,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def prepare_search_data(
+    source: SegmentationSource,
+    *,
+    build_stem: Callable[[], nn.Module],
+    stem_id: str,
+    initialise_stem: Callable[[nn.Module, SegmentationDataset], str],
+    stem_weights: str,
+    warmup_epochs: int,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    crop_size: tuple[int, int] | None = None,
+    scale: tuple[float, float] = (0.75, 1.25),
+    flip_views: bool = True,
+    batch_size: int = 32,
+    cache_dir: str | Path | None = None,
+    device: torch.device | str = "cpu",
+) -> SearchData:
+    """Splits ``source``, initialises the stem and computes (or loads) its features.
+
+    Args:
+        source: The search dataset.
+        build_stem: Builds a randomly initialised stem.
+        stem_id: Identifies the stem architecture in the cache key.
+        initialise_stem: ``(stem, meta_train) -> how`` loads or trains stem weights and
+            returns ``imagenet``, ``warmup`` or ``random``.
+        stem_weights: Requested initialisation (part of the cache key).
+        warmup_epochs: Warm-up epochs (part of the cache key).
+        val_fraction: Fraction of the images held out as meta-val (papers: 10%).
+        split_seed: Seed of the split.
+        crop_size: Fixed (height, width) of cached and evaluated images; None keeps the
+            images' own size (they must all have one size then).
+        scale: Random-scale range of the stage-2 augmentation.
+        flip_views: Also cache mirrored meta-train features.
+        batch_size: Batch size of the feature computation.
+        cache_dir: Where cache files live; None disables the disk cache.
+        device: Where the stem runs while computing features.
+
+    Raises:
+        DatasetError: The dataset is empty, too small to split, or an image is invalid.
+    """
+    if len(source) == 0:
+        raise DatasetError("the dataset has no images")
+    train_indices, val_indices = meta_split(len(source), val_fraction, split_seed)
+    key = cache_key(source, train_indices=train_indices, val_indices=val_indices,
+                    crop_size=crop_size, stem_id=stem_id, stem_weights=stem_weights,
+                    warmup_epochs=warmup_epochs, flip_views=flip_views)
+    fixed = build_transforms(train=False, crop_size=crop_size)
+    train_fixed = SegmentationDataset(source, train_indices, fixed)
+    val_fixed = SegmentationDataset(source, val_indices, fixed)
+    # Random scaling changes the size; stage-2 batches are cropped (or padded with the
+    # ignore label) back to the crop size, by default the images' own size.
+    train_crop = crop_size or tuple(source.load(train_indices[0])[0].shape[:2])
+    augmented = SegmentationDataset(
+        source, train_indices, build_transforms(train=True, crop_size=train_crop, scale=scale)
+    )
+
+    path = Path(cache_dir) / f"stem-features-{key}.pt" if cache_dir is not None else None
+    cached = _read_cache(path)
+    if cached is None:
+        # Reading every image here also validates the whole dataset before any trial.
+        train_images, train_labels = _stack(train_fixed, "meta-train")
+        val_images, val_labels = _stack(val_fixed, "meta-val")
+        stem = build_stem().to(device)
+        how = initialise_stem(stem, augmented)
+        stem.eval()
+        train_features = _features(stem, train_images, batch_size, device)
+        if flip_views:
+            flipped = _features(stem, train_images.flip(-1), batch_size, device)
+            train_features = [torch.cat(pair) for pair in zip(train_features, flipped)]
+            train_labels = torch.cat([train_labels, train_labels.flip(-1)])
+        cached = {
+            "version": _CACHE_VERSION,
+            "stem_state": {k: v.detach().cpu() for k, v in stem.state_dict().items()},
+            "stem_weights": how,
+            "train_features": train_features,
+            "train_labels": train_labels,
+            "val_features": _features(stem, val_images, batch_size, device),
+            "val_images": val_images.half(),
+            "val_labels": val_labels,
+        }
+        _write_cache(path, cached)
+    return SearchData(
+        num_classes=source.num_classes,
+        stem_state=cached["stem_state"],
+        stem_weights=cached["stem_weights"],
+        train_features=cached["train_features"],
+        train_labels=cached["train_labels"],
+        val_features=cached["val_features"],
+        val_images=cached["val_images"],
+        val_labels=cached["val_labels"],
+        train_dataset=augmented,
+        key=key,
+    )
+
+
+def _stack(dataset: SegmentationDataset, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = [], []
+    for index in range(len(dataset)):
+        image, label = dataset[index]
+        images.append(image)
+        labels.append(label)
+    shapes = {tuple(i.shape[-2:]) for i in images}
+    if len(shapes) > 1:
+        raise DatasetError(f"{part} images have different sizes {sorted(shapes)[:3]}; "
+                           "set [data] crop_size to search on fixed crops")
+    return torch.stack(images), torch.stack(labels).to(torch.uint8)
+
+
+@torch.no_grad()
+def _features(stem: nn.Module, images: torch.Tensor, batch_size: int,
+              device: torch.device | str) -> list[torch.Tensor]:
+    chunks: list[list[torch.Tensor]] = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].to(device).float()
+        chunks.append([f.half().cpu() for f in stem(batch)])
+    return [torch.cat(parts) for parts in zip(*chunks)]
+
+
+def _read_cache(path: Path | None) -> dict[str, Any] | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt, never trusted
+        return None
+    return data if data.get("version") == _CACHE_VERSION else None
+
+
+def _write_cache(path: Path | None, data: dict[str, Any]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(data, temporary)
+        os.replace(temporary, path)  # atomic: readers see the old file or the whole new one
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)

@@ -1,0 +1,43 @@
+"""The papers' search spaces, written as Optuna define-by-run suggestions.
+
+Spaces are registered by name in :data:`SPACES` (one module per paper); :func:`get_space`
+builds one from a study config's ``[space]`` table.
+
+Example:
+    >>> from search_spaces import get_space
+    >>> space = get_space("template", profile="search")
+    >>> arch = space.random_architecture(seed=0)
+    >>> net = space.build(arch, num_classes=6)
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from nas_optuna.exceptions import ConfigError
+from nas_optuna.registry import Registry
+from search_spaces._base import SearchSpace
+from search_spaces.template import TemplateSpace
+
+__all__ = ["SPACES", "SearchSpace", "TemplateSpace", "get_space"]
+
+#: Registered search spaces: name -> SearchSpace subclass.
+SPACES: Registry[type[SearchSpace]] = Registry("search space")
+SPACES.add(TemplateSpace.name, TemplateSpace)
+
+
+def get_space(name: str, **options: Any) -> SearchSpace:
+    """Builds the search space ``name`` with ``options`` (e.g. ``profile="final"``).
+
+    Raises:
+        UnknownNameError: No space is registered under ``name``.
+        ConfigError: An option is not accepted by the space.
+    """
+    cls = SPACES.get(name)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"search space {name!r} has no option {unknown[0]!r}; "
+                          f"accepted: {', '.join(accepted)}")
+    return cls(**options)

@@ -1,0 +1,358 @@
+"""The template search space of Nekrasov, Shen and Reid (WACV 2020).
+
+Three *templates* ``[op1, op2, agg]`` are suggested first; then seven *blocks*, each
+choosing two inputs from a growing pool (``loc1``, ``loc2``), a template, how many times
+it is applied (1-4, with non-shared weights) and, in the first half of the blocks, a
+stride of 1 or 2. The pool starts with MobileNet-v2's 1/4 (24 channels) and 1/8
+(32 channels) outputs; each block's output joins it. Unused block outputs are resized
+to the largest among them, concatenated and classified by the head.
+
+Structure (``../shared/spec/reference-semantics.md``, which the released models fix):
+
+* A block with stride ``s`` maps input ``j`` with ``op_j: C_j -> C_j * s`` (channels double
+  on downsampling); the aggregation outputs the larger of the two widths. Blocks in the
+  first half aggregate at the smaller resolution, later blocks at the larger.
+* Repeats: after an application, the second input becomes the first input and the
+  template's output the second; later applications keep their inputs' widths but apply
+  the stride again.
+* Head: ReLU -> conv1x1-BN-ReLU to the head width -> conv3x3 to the classes (with bias).
+
+Profiles (choices where the paper and spec describe two regimes):
+
+* ``search`` — the search-time models: separable convs applied once, every pool entry
+  adapted by conv1x1-BN-ReLU to 48 channels, head width 48 (paper Sect. 4.1).
+* ``final`` — the released models: separable convs repeated twice, no adaptation of the
+  pool, head width 64. With 19 classes, released arch0 / arch1 have 223,571 / 211,659
+  generated parameters.
+
+Parameter names (stable; analysis and stored studies rely on them)::
+
+    template_{t}_op1, template_{t}_op2   categorical over OPERATIONS      t = 0..2
+    template_{t}_agg                     categorical over AGGREGATIONS
+    block_{b}_loc1, block_{b}_loc2       categorical 0..b+1 (pool index)  b = 0..6
+    block_{b}_template                   categorical 0..2
+    block_{b}_repeats                    int 1..4
+    block_{b}_stride                     categorical 1 | 2, only for b < 3
+
+Example:
+    >>> from search_spaces import get_space
+    >>> space = get_space("template", profile="final")
+    >>> arch = space.from_genotype(ARCH1_GENOTYPE)
+    >>> space.to_genotype(arch) == ARCH1_GENOTYPE
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import optuna
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_optuna.exceptions import ConfigError
+from nas_optuna.ops import OPS_IGNORING_STRIDE, build_aggregation, build_op
+from nas_optuna.stems import mobilenet_v2_stem
+from search_spaces._base import SearchSpace
+
+__all__ = [
+    "AGGREGATIONS",
+    "ARCH0_GENOTYPE",
+    "ARCH1_GENOTYPE",
+    "Block",
+    "OPERATIONS",
+    "Template",
+    "TemplateArchitecture",
+    "TemplateSpace",
+]
+
+#: Operation choices, in the order of the authors' genotype indices.
+OPERATIONS = (
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "global_average_pool",
+    "max_pool_3x3",
+    "sep_conv_5x5_dil6",
+    "skip_connect",
+)
+#: Aggregation choices, in the order of the authors' genotype indices.
+AGGREGATIONS = ("psum", "cat")
+
+#: The released architectures (authors' list format).
+ARCH0_GENOTYPE = [
+    [[3, 0, 1], [4, 1, 1], [3, 1, 1]],
+    [[0, 1, 0, 0, 1], [2, 1, 2, 1, 0], [3, 1, 1, 1, 0], [1, 1, 2, 0, 0],
+     [3, 0, 2, 0, 0], [5, 3, 2, 1, 0], [0, 5, 0, 1, 0]],
+]
+ARCH1_GENOTYPE = [
+    [[1, 1, 0], [1, 3, 0], [3, 4, 0]],
+    [[1, 1, 0, 0, 0], [0, 1, 1, 1, 1], [3, 1, 2, 3, 0], [3, 0, 2, 2, 0],
+     [0, 1, 2, 0, 0], [2, 1, 1, 3, 0], [4, 0, 2, 2, 0]],
+]
+
+_STEM_REDUCTIONS = (4, 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Template:
+    """Two operations and the aggregation joining their outputs."""
+
+    op1: str
+    op2: str
+    agg: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One block: two pool inputs, a template, how often it is applied, and its stride."""
+
+    loc1: int
+    loc2: int
+    template: int
+    repeats: int
+    stride: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TemplateArchitecture:
+    """A frozen template-space architecture."""
+
+    templates: tuple[Template, ...]
+    blocks: tuple[Block, ...]
+
+    def unused_blocks(self) -> list[int]:
+        """Indices of blocks whose output no later block takes as input (they feed the head)."""
+        used = {loc for block in self.blocks for loc in (block.loc1, block.loc2)}
+        offset = len(_STEM_REDUCTIONS)
+        return [b for b in range(len(self.blocks)) if b + offset not in used]
+
+    def downsampling(self) -> int:
+        """Downsampling the generated part adds to the stem: product of strides over repeats."""
+        factor = 1
+        for block in self.blocks:
+            factor *= block.stride ** block.repeats
+        return factor
+
+
+class _Application(nn.Module):
+    """One application of a template: two ops and the aggregation."""
+
+    def __init__(self, op1: nn.Module, op2: nn.Module, agg: nn.Module) -> None:
+        super().__init__()
+        self.op1, self.op2, self.agg = op1, op2, agg
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        return self.agg(self.op1(x1), self.op2(x2))
+
+
+class _Block(nn.Module):
+    def __init__(self, loc1: int, loc2: int, applications: Sequence[_Application]) -> None:
+        super().__init__()
+        self.loc1, self.loc2 = loc1, loc2
+        self.applications = nn.ModuleList(applications)
+
+    def forward(self, pool: list[torch.Tensor]) -> torch.Tensor:
+        x1, x2 = pool[self.loc1], pool[self.loc2]
+        for application in self.applications:
+            # The second input and the output feed the next application (paper Fig. 4).
+            x1, x2 = x2, application(x1, x2)
+        return x2
+
+
+def _conv1x1_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out),
+                         nn.ReLU())
+
+
+class TemplateDecoder(nn.Module):
+    """The generated part of a template-space network."""
+
+    def __init__(self, arch: TemplateArchitecture, stem_channels: Sequence[int], *,
+                 num_classes: int, op_repeats: int, head_width: int,
+                 adapt_width: int | None) -> None:
+        super().__init__()
+        if adapt_width is None:
+            self.adapt = nn.ModuleList(nn.Identity() for _ in stem_channels)
+            channels = list(stem_channels)
+        else:
+            self.adapt = nn.ModuleList(_conv1x1_bn_relu(c, adapt_width) for c in stem_channels)
+            channels = [adapt_width] * len(stem_channels)
+        # Reductions relative to the input image, tracked to know the output stride
+        # without a forward pass (strides can compound to more than the input size).
+        reductions = list(_STEM_REDUCTIONS)
+        first_half = len(arch.blocks) // 2
+        blocks = []
+        for index, block in enumerate(arch.blocks):
+            template = arch.templates[block.template]
+            c1, c2 = channels[block.loc1], channels[block.loc2]
+            r1, r2 = reductions[block.loc1], reductions[block.loc2]
+            applications = []
+            for repeat in range(block.repeats):
+                growth = block.stride if repeat == 0 else 1
+                o1, o2 = c1 * growth, c2 * growth
+                width = max(o1, o2)
+                applications.append(_Application(
+                    build_op(template.op1, c1, o1, block.stride, repeats=op_repeats),
+                    build_op(template.op2, c2, o2, block.stride, repeats=op_repeats),
+                    build_aggregation(template.agg, o1, o2, width, larger=index >= first_half),
+                ))
+                s1 = 1 if template.op1 in OPS_IGNORING_STRIDE else block.stride
+                s2 = 1 if template.op2 in OPS_IGNORING_STRIDE else block.stride
+                pick = min if index >= first_half else max
+                c1, c2 = c2, width
+                r1, r2 = r2, pick(r1 * s1, r2 * s2)
+            blocks.append(_Block(block.loc1, block.loc2, applications))
+            channels.append(c2)
+            reductions.append(r2)
+        self.blocks = nn.ModuleList(blocks)
+        offset = len(stem_channels)
+        self.head_inputs = [b + offset for b in arch.unused_blocks()]
+        #: Nominal output stride (ignoring the rounding of odd sizes).
+        self.output_stride = min(reductions[i] for i in self.head_inputs)
+        head_channels = sum(channels[i] for i in self.head_inputs)
+        self.head = nn.Sequential(
+            nn.ReLU(),
+            _conv1x1_bn_relu(head_channels, head_width),
+            nn.Conv2d(head_width, num_classes, 3, padding=1, bias=True),
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        pool = [adapt(f) for adapt, f in zip(self.adapt, features)]
+        for block in self.blocks:
+            pool.append(block(pool))
+        outputs = [pool[i] for i in self.head_inputs]
+        size = max((o.shape[-2:] for o in outputs), key=lambda s: s[0] * s[1])
+        outputs = [o if o.shape[-2:] == size else
+                   F.interpolate(o, size=size, mode="bilinear", align_corners=False)
+                   for o in outputs]
+        return self.head(torch.cat(outputs, dim=1))
+
+
+class TemplateSpace(SearchSpace[TemplateArchitecture]):
+    """The WACV 2020 template space (registered as ``template``).
+
+    Args:
+        profile: ``"search"`` or ``"final"`` (see the module docstring).
+        num_templates: Number of templates (paper: 3).
+        num_blocks: Number of blocks (paper: 7); strides are searched in the first half.
+        max_repeats: Largest number of applications of a template in a block (paper: 4).
+    """
+
+    name: ClassVar[str] = "template"
+    stem_id: ClassVar[str] = "mobilenet_v2@4,8"
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {
+        "search": {"op_repeats": 1, "head_width": 48, "adapt_width": 48},
+        "final": {"op_repeats": 2, "head_width": 64, "adapt_width": None},
+    }
+
+    def __init__(self, profile: str = "search", *, num_templates: int = 3, num_blocks: int = 7,
+                 max_repeats: int = 4) -> None:
+        super().__init__(profile)
+        if num_templates < 1 or num_blocks < 1 or max_repeats < 1:
+            raise ConfigError("template space: num_templates, num_blocks and max_repeats "
+                              "must be >= 1")
+        self.num_templates = num_templates
+        self.num_blocks = num_blocks
+        self.max_repeats = max_repeats
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "num_templates": self.num_templates,
+                "num_blocks": self.num_blocks, "max_repeats": self.max_repeats}
+
+    # --- define-by-run ---------------------------------------------------------------
+    def suggest(self, trial: optuna.trial.BaseTrial) -> TemplateArchitecture:
+        templates = tuple(
+            Template(
+                op1=trial.suggest_categorical(f"template_{t}_op1", OPERATIONS),
+                op2=trial.suggest_categorical(f"template_{t}_op2", OPERATIONS),
+                agg=trial.suggest_categorical(f"template_{t}_agg", AGGREGATIONS),
+            )
+            for t in range(self.num_templates)
+        )
+        blocks = []
+        pool_size = len(_STEM_REDUCTIONS)
+        for b in range(self.num_blocks):
+            locations = tuple(range(pool_size + b))
+            stride = (trial.suggest_categorical(f"block_{b}_stride", (1, 2))
+                      if b < self.num_blocks // 2 else 1)
+            blocks.append(Block(
+                loc1=trial.suggest_categorical(f"block_{b}_loc1", locations),
+                loc2=trial.suggest_categorical(f"block_{b}_loc2", locations),
+                template=trial.suggest_categorical(f"block_{b}_template",
+                                                   tuple(range(self.num_templates))),
+                repeats=trial.suggest_int(f"block_{b}_repeats", 1, self.max_repeats),
+                stride=stride,
+            ))
+        return TemplateArchitecture(templates, tuple(blocks))
+
+    def to_params(self, arch: TemplateArchitecture) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for t, template in enumerate(arch.templates):
+            params[f"template_{t}_op1"] = template.op1
+            params[f"template_{t}_op2"] = template.op2
+            params[f"template_{t}_agg"] = template.agg
+        for b, block in enumerate(arch.blocks):
+            if b < len(arch.blocks) // 2:
+                params[f"block_{b}_stride"] = block.stride
+            params[f"block_{b}_loc1"] = block.loc1
+            params[f"block_{b}_loc2"] = block.loc2
+            params[f"block_{b}_template"] = block.template
+            params[f"block_{b}_repeats"] = block.repeats
+        return params
+
+    # --- authors' genotypes ----------------------------------------------------------
+    def from_genotype(self, genotype: Any) -> TemplateArchitecture:
+        """Converts ``[templates, blocks]`` in the authors' index format.
+
+        Raises:
+            ConfigError: The list does not have the expected shape or an index is out of range.
+        """
+        try:
+            raw_templates, raw_blocks = genotype
+            templates = tuple(Template(OPERATIONS[_index(op1)], OPERATIONS[_index(op2)],
+                                       AGGREGATIONS[_index(agg)])
+                              for op1, op2, agg in raw_templates)
+            blocks = tuple(Block(int(l1), int(l2), int(t), int(rep) + 1, 2 ** int(s))
+                           for l1, l2, t, rep, s in raw_blocks)
+        except (TypeError, ValueError, IndexError) as error:
+            raise ConfigError(f"not a template-space genotype ([templates, blocks]): {error}") from None
+        if not templates or not blocks:
+            raise ConfigError("template genotype needs at least one template and one block")
+        arch = TemplateArchitecture(templates, blocks)
+        # Validate ranges by replaying the define-by-run suggestions.
+        space = TemplateSpace(self.profile, num_templates=len(templates), num_blocks=len(blocks),
+                              max_repeats=self.max_repeats)
+        params = space.to_params(arch)
+        if any(b.stride != 1 for b in blocks[len(blocks) // 2:]):
+            raise ConfigError("template genotype: only the first half of the blocks may have stride 2")
+        return space.from_params(params)
+
+    def to_genotype(self, arch: TemplateArchitecture) -> list:
+        templates = [[OPERATIONS.index(t.op1), OPERATIONS.index(t.op2), AGGREGATIONS.index(t.agg)]
+                     for t in arch.templates]
+        blocks = [[b.loc1, b.loc2, b.template, b.repeats - 1, b.stride.bit_length() - 1]
+                  for b in arch.blocks]
+        return [templates, blocks]
+
+    def describe(self, arch: TemplateArchitecture) -> str:
+        templates = " ".join(f"T{t}=[{x.op1},{x.op2},{x.agg}]" for t, x in enumerate(arch.templates))
+        blocks = " ".join(f"B{b}=({x.loc1},{x.loc2})T{x.template}x{x.repeats}s{x.stride}"
+                          for b, x in enumerate(arch.blocks))
+        return f"{templates} | {blocks}"
+
+    # --- networks --------------------------------------------------------------------
+    def build_stem(self) -> nn.Module:
+        return mobilenet_v2_stem(_STEM_REDUCTIONS)
+
+    def build_decoder(self, arch: TemplateArchitecture, num_classes: int) -> TemplateDecoder:
+        return TemplateDecoder(arch, stem_channels=(24, 32), num_classes=num_classes,
+                               **self.settings)
+
+
+def _index(value: Any) -> int:
+    if isinstance(value, bool) or int(value) != value or int(value) < 0:
+        raise ValueError(f"{value!r} is not a non-negative index")
+    return int(value)

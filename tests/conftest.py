@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny study configs that train in seconds on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+
+from nas_optuna.config import StudyConfig, parse_config
+
+# Tests run on 2 cores beside each other; one thread each keeps them from thrashing.
+torch.set_num_threads(1)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def tiny_config_dict(tmp_path: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A config that searches the template space on 40 synthetic 32x48 images."""
+    raw: dict[str, Any] = {
+        "study": {"name": "tiny", "storage": f"sqlite:///{tmp_path / 'study.db'}",
+                  "n_trials": 3, "seed": 0},
+        "space": {"name": "template", "profile": "search"},
+        "data": {"name": "synthetic", "num_images": 40, "image_size": [32, 48],
+                 "num_classes": 4},
+        "train": {"stage1_epochs": 1, "stage2_epochs": 1, "batch_size": 8,
+                  "warmup_epochs": 1, "device": "cpu", "stem_weights": "warmup",
+                  "cache_dir": str(tmp_path / "cache")},
+        "sampler": {"name": "random"},
+        "pruner": {"name": "none"},
+        "cost": {"latency_repeats": 2, "latency_warmup": 1},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return raw
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> StudyConfig:
+    return parse_config(tiny_config_dict(tmp_path))

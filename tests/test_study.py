@@ -1,0 +1,179 @@
+"""The study runner end to end: plain Optuna studies, resumption, failures, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas_optuna.config import parse_config
+from nas_optuna.exceptions import ConfigError, NasOptunaError, UnknownNameError
+from nas_optuna.study import PRUNERS, SAMPLERS, build_pruner, build_sampler, run_search
+from search_spaces import get_space
+from tests.conftest import tiny_config_dict
+
+DESIGN_USER_ATTRS = {
+    "params_total", "params_generated", "macs", "latency_ms", "latency_protocol",
+    "reward_stage1", "reward_stage2", "miou", "macc", "fwiou", "output_stride", "genotype",
+    "stem_weights",
+}
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, optuna.Study]:
+    tmp_path = tmp_path_factory.mktemp("study")
+    config = parse_config(tiny_config_dict(tmp_path))
+    return tmp_path, run_search(config)
+
+
+@pytest.mark.slow
+def test_search_stores_the_design_user_attrs_on_every_trial(finished_study) -> None:
+    _, study = finished_study
+    trials = study.get_trials()
+    assert len(trials) == 3
+    for trial in trials:
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        assert DESIGN_USER_ATTRS <= set(trial.user_attrs)
+        assert 0.0 <= trial.value <= 1.0
+        assert trial.value == trial.user_attrs["reward_stage2"]
+        assert sorted(trial.intermediate_values) == [1, 2]
+        assert trial.user_attrs["params_total"] > trial.user_attrs["params_generated"] > 0
+        assert trial.user_attrs["latency_protocol"]["batch"] == 1
+        assert trial.user_attrs["stem_weights"] == "warmup"
+    assert study.user_attrs["stem_weights"] == "warmup"
+    assert study.user_attrs["space"]["name"] == "template"
+    assert study.metric_names == ["reward"]
+
+
+@pytest.mark.slow
+def test_trials_rebuild_from_stored_params_alone(finished_study) -> None:
+    tmp_path, study = finished_study
+    reloaded = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    space = get_space("template", profile=reloaded.user_attrs["space"]["profile"])
+    for trial in reloaded.trials:
+        arch = space.from_params(trial.params)
+        assert space.describe(arch) == trial.user_attrs["genotype"]
+        network = space.build(arch, reloaded.user_attrs["num_classes"])
+        assert sum(p.numel() for p in network.decoder.parameters()) == \
+            trial.user_attrs["params_generated"]
+
+
+@pytest.mark.slow
+def test_optuna_cli_reads_the_study(finished_study) -> None:
+    tmp_path, study = finished_study
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna_cli = [sys.executable, "-c", "import optuna.cli, sys; sys.exit(optuna.cli.main())"]
+    studies = subprocess.run([*optuna_cli, "studies", "--storage", storage, "-f", "json"],
+                             capture_output=True, text=True, check=True)
+    assert json.loads(studies.stdout)[0]["name"] == "tiny"
+    trials = subprocess.run([*optuna_cli, "trials", "--storage", storage, "--study-name", "tiny",
+                             "-f", "json"], capture_output=True, text=True, check=True)
+    assert len(json.loads(trials.stdout)) == 3
+    best = subprocess.run([*optuna_cli, "best-trial", "--storage", storage, "--study-name",
+                           "tiny", "-f", "json"], capture_output=True, text=True, check=True)
+    assert json.loads(best.stdout)["number"] == study.best_trial.number
+
+
+@pytest.mark.slow
+def test_rerunning_resumes_and_runs_only_missing_trials(finished_study) -> None:
+    tmp_path, _ = finished_study
+    config = parse_config(tiny_config_dict(tmp_path, study={"n_trials": 4}))
+    study = run_search(config)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    again = run_search(config)
+    assert len(again.trials) == 4
+
+
+@pytest.mark.slow
+def test_a_failing_trial_does_not_kill_the_study(tmp_path: Path, monkeypatch) -> None:
+    from nas_optuna import objective as objective_module
+
+    calls = {"n": 0}
+    real_train = objective_module.train_architecture
+
+    def train_or_fail(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            from nas_optuna.exceptions import TrialFailed
+            raise TrialFailed("nan_loss", "non-finite loss nan in stage 1")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(objective_module, "train_architecture", train_or_fail)
+    study = run_search(parse_config(tiny_config_dict(tmp_path, study={"n_trials": 2})))
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert study.trials[0].user_attrs["fail_reason"].startswith("nan_loss")
+    # Costs were stored before training, so even a failed trial says what it was.
+    assert "params_generated" in study.trials[0].user_attrs
+
+
+@pytest.mark.slow
+def test_median_pruner_acts_at_the_stage_boundary(tmp_path: Path) -> None:
+    raw = tiny_config_dict(tmp_path, study={"n_trials": 6},
+                           pruner={"name": "median", "n_startup_trials": 1})
+    study = run_search(parse_config(raw))
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, "with one start-up trial some of 6 random architectures fall below the median"
+    for trial in pruned:
+        assert list(trial.intermediate_values) == [1]
+        assert "reward_stage2" not in trial.user_attrs
+        assert trial.user_attrs["reward_stage1"] == trial.intermediate_values[1]
+
+
+@pytest.mark.slow
+def test_multi_objective_study_returns_reward_and_cost(tmp_path: Path) -> None:
+    raw = tiny_config_dict(tmp_path, study={"n_trials": 2, "directions": ["maximize", "minimize"],
+                                            "metrics": ["reward", "params_generated"]})
+    study = run_search(parse_config(raw))
+    for trial in study.trials:
+        assert trial.values[1] == trial.user_attrs["params_generated"]
+    assert study.metric_names == ["reward", "params_generated"]
+
+
+def test_bad_input_leaves_an_existing_study_untouched(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="tiny", storage=storage, direction="maximize")
+    study.set_metric_names(["reward"])
+    study.enqueue_trial({"x": 1})
+    before = [(t.number, t.state) for t in study.trials]
+    cases = [
+        ({"sampler": {"name": "annealing"}}, "unknown sampler 'annealing'"),
+        ({"pruner": {"name": "hyperband-ish"}}, "unknown pruner"),
+        ({"space": {"name": "darts"}}, "unknown search space 'darts'"),
+        ({"sampler": {"name": "tpe", "n_startup": 3}}, "has no option 'n_startup'"),
+        ({"study": {"directions": ["minimize"]}}, "exists with directions"),
+        ({"data": {"name": "folder", "root": str(tmp_path / "nope"), "num_classes": 3}},
+         "not found"),
+    ]
+    for sections, message in cases:
+        data = sections.pop("data", None)
+        raw = tiny_config_dict(tmp_path, **sections)
+        if data is not None:
+            raw["data"] = data
+        with pytest.raises(NasOptunaError) as info:
+            run_search(parse_config(raw))
+        assert message in str(info.value)
+        reloaded = optuna.load_study(study_name="tiny", storage=storage)
+        assert [(t.number, t.state) for t in reloaded.trials] == before
+
+
+@pytest.mark.parametrize("name", SAMPLERS.names())
+def test_every_registered_sampler_builds(name: str) -> None:
+    sampler = build_sampler(name, {}, seed=1)
+    assert isinstance(sampler, optuna.samplers.BaseSampler)
+
+
+@pytest.mark.parametrize("name", PRUNERS.names())
+def test_every_registered_pruner_builds(name: str) -> None:
+    assert isinstance(build_pruner(name, {}), optuna.pruners.BasePruner)
+
+
+def test_unknown_sampler_and_pruner_names() -> None:
+    with pytest.raises(UnknownNameError, match="choose one of: tpe, random"):
+        build_sampler("cmaes-ish", {}, seed=0)
+    with pytest.raises(ConfigError, match="n_warmup"):
+        build_pruner("median", {"n_warmup": 1})
