@@ -9,6 +9,11 @@ Search spaces live in the sibling package :mod:`search_spaces`; analyses in
 :mod:`analysis`.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from nas_optuna.config import StudyConfig, load_config, parse_config
 from nas_optuna.exceptions import (
     ConfigError,
@@ -17,9 +22,13 @@ from nas_optuna.exceptions import (
     TrialFailed,
     UnknownNameError,
 )
-from nas_optuna.study import PRUNERS, SAMPLERS, create_study, run_search
 
 __version__ = "0.1.0"
+
+# The runner imports search_spaces, which imports nas_optuna.ops; resolving these names
+# on first use keeps ``import search_spaces`` from re-entering a half-imported package.
+_LAZY = {"PRUNERS": "nas_optuna.study", "SAMPLERS": "nas_optuna.study",
+         "create_study": "nas_optuna.study", "run_search": "nas_optuna.study"}
 
 __all__ = [
     "PRUNERS",
@@ -35,3 +44,9 @@ __all__ = [
     "parse_config",
     "run_search",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nas_optuna' has no attribute {name!r}")

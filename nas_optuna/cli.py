@@ -10,8 +10,8 @@ nothing stored is changed by a command that fails this way.
 
 Example:
     $ nas-optuna search studies/quickstart.toml
-    $ nas-optuna describe --space template --profile final --num-classes 19 \\
-          --genotype "$(python -c 'from search_spaces.template import ARCH0_GENOTYPE as g; print(g)')" --json
+    $ nas-optuna describe --space template --storage sqlite:///nas-optuna.db \\
+          --study-name quickstart --trial 0 --json
 """
 
 from __future__ import annotations
@@ -40,8 +40,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=_PROG, description="Neural architecture search of compact "
-                     "semantic-segmentation networks on Optuna.")
+    parser = _Parser(
+        prog=_PROG,
+        description="Neural architecture search of compact "
+        "semantic-segmentation networks on Optuna.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     search = commands.add_parser("search", help="run or resume a search from a TOML config")
@@ -76,8 +79,13 @@ def _build_parser() -> argparse.ArgumentParser:
 def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, help="classes (default: the study's, else 19)")
     parser.add_argument("--profile", help="space profile, e.g. search or final")
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="input size for MACs and output shape (default 512 1024)")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="input size for MACs and output shape (default 512 1024)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -109,9 +117,12 @@ def _search(args: argparse.Namespace) -> int:
 
     def on_ready(study: optuna.Study, space: Any) -> None:
         done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-        print(f"study {study.study_name!r} in {config.study.storage}: {done} finished trials, "
-              f"target {config.study.n_trials}; space {space.name} ({space.profile}), "
-              f"stem weights: {study.user_attrs.get('stem_weights')}", flush=True)
+        print(
+            f"study {study.study_name!r} in {config.study.storage}: {done} finished trials, "
+            f"target {config.study.n_trials}; space {space.name} ({space.profile}), "
+            f"stem weights: {study.user_attrs.get('stem_weights')}",
+            flush=True,
+        )
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if args.quiet:
@@ -119,12 +130,15 @@ def _search(args: argparse.Namespace) -> int:
         record = trial_record(trial)
         values = ", ".join(f"{v:.4f}" for v in trial.values) if trial.values else "-"
         stage1 = trial.user_attrs.get("reward_stage1")
-        detail = (f"stage1 {stage1:.4f}" if stage1 is not None else "")
+        detail = f"stage1 {stage1:.4f}" if stage1 is not None else ""
         if record["fail_reason"]:
             detail = f"reason: {record['fail_reason']}"
-        print(f"[{time.monotonic() - started:7.1f}s] trial {trial.number:3d} {trial.state.name:8s} "
-              f"value {values:>8s}  params {record['params_generated'] or 0:>9,}  "
-              f"os {record['output_stride'] or '-'}  {detail}", flush=True)
+        print(
+            f"[{time.monotonic() - started:7.1f}s] trial {trial.number:3d} {trial.state.name:8s} "
+            f"value {values:>8s}  params {record['params_generated'] or 0:>9,}  "
+            f"os {record['output_stride'] or '-'}  {detail}",
+            flush=True,
+        )
 
     study = run_search(config, callbacks=[progress], on_ready=on_ready)
     _print_best(study)
@@ -136,8 +150,13 @@ def _apply_overrides(config: StudyConfig, args: argparse.Namespace) -> StudyConf
 
     study = config.study
     changes: dict[str, Any] = {}
-    for attr, key in (("storage", "storage"), ("study_name", "name"), ("n_trials", "n_trials"),
-                      ("timeout", "timeout"), ("seed", "seed")):
+    for attr, key in (
+        ("storage", "storage"),
+        ("study_name", "name"),
+        ("n_trials", "n_trials"),
+        ("timeout", "timeout"),
+        ("seed", "seed"),
+    ):
         value = getattr(args, attr)
         if value is not None:
             changes[key] = value
@@ -154,8 +173,9 @@ def _apply_overrides(config: StudyConfig, args: argparse.Namespace) -> StudyConf
 
 
 def _print_best(study: optuna.Study) -> None:
-    completed = [t for t in study.get_trials(deepcopy=False)
-                 if t.state == optuna.trial.TrialState.COMPLETE]
+    completed = [
+        t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
+    ]
     if not completed:
         print("no trial completed yet")
         return
@@ -166,9 +186,11 @@ def _print_best(study: optuna.Study) -> None:
     for trial in best:
         values = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, trial.values))
         attrs = trial.user_attrs
-        print(f"  trial {trial.number}: {values}; params {attrs.get('params_total', 0):,} "
-              f"(generated {attrs.get('params_generated', 0):,}); output stride "
-              f"{attrs.get('output_stride')}")
+        print(
+            f"  trial {trial.number}: {values}; params {attrs.get('params_total', 0):,} "
+            f"(generated {attrs.get('params_generated', 0):,}); output stride "
+            f"{attrs.get('output_stride')}"
+        )
         print(f"  {attrs.get('genotype')}")
 
 
@@ -210,8 +232,9 @@ def _describe(args: argparse.Namespace) -> int:
         trial, attrs = _load_trial(args.storage, args.study_name, args.trial)
         stored_space = attrs.get("space", {}).get("name")
         if stored_space is not None and stored_space != args.space:
-            raise ConfigError(f"study {args.study_name!r} searched space {stored_space!r}, "
-                              f"not {args.space!r}")
+            raise ConfigError(
+                f"study {args.study_name!r} searched space {stored_space!r}, not {args.space!r}"
+            )
         space, num_classes = _space_and_classes(args, attrs)
         arch = space.from_params(trial.params)
     network = space.build(arch, num_classes)
@@ -229,8 +252,10 @@ def _describe(args: argparse.Namespace) -> int:
     else:
         print(f"{space.name} ({space.profile}), {num_classes} classes")
         print(f"  {record['readable']}")
-        print(f"  parameters: {record['params_total']:,} total, "
-              f"{record['params_generated']:,} generated")
+        print(
+            f"  parameters: {record['params_total']:,} total, "
+            f"{record['params_generated']:,} generated"
+        )
         print(f"  MACs at {record['input_size'][0]}x{record['input_size'][1]}: {record['macs']:,}")
         print(f"  output stride: {record['output_stride']}")
     return 0
@@ -283,9 +308,12 @@ def _sample(args: argparse.Namespace) -> int:
         elif "error" in record:
             print(f"{index:3d}  error: {record['error']}  {record['readable']}", flush=True)
         else:
-            print(f"{index:3d}  params {record['params_generated']:>10,}  "
-                  f"MACs {record['macs']:>14,}  os {record['output_stride']:>3}  "
-                  f"out {tuple(record['output_shape'])}  {record['readable']}", flush=True)
+            print(
+                f"{index:3d}  params {record['params_generated']:>10,}  "
+                f"MACs {record['macs']:>14,}  os {record['output_stride']:>3}  "
+                f"out {tuple(record['output_shape'])}  {record['readable']}",
+                flush=True,
+            )
     return 0
 
 

@@ -195,10 +195,12 @@ def parse_config(raw: Mapping[str, Any], source: str | None = None) -> StudyConf
     space = _named(raw.get("space", {}), "space", where, default="template")
     data_raw = dict(raw.get("data", {}))
     data_fields = {f.name for f in dataclasses.fields(DataConfig)} - {"options"}
-    data = _dataclass_from(DataConfig, {k: v for k, v in data_raw.items() if k in data_fields},
-                           "data", where)
-    data = dataclasses.replace(data, options={k: v for k, v in data_raw.items()
-                                              if k not in data_fields})
+    data = _dataclass_from(
+        DataConfig, {k: v for k, v in data_raw.items() if k in data_fields}, "data", where
+    )
+    data = dataclasses.replace(
+        data, options={k: v for k, v in data_raw.items() if k not in data_fields}
+    )
     if not 0.0 < data.val_fraction < 1.0:
         raise ConfigError(f"[data] val_fraction must be in (0, 1), got {data.val_fraction}{where}")
     train = _dataclass_from(TrainConfig, raw.get("train", {}), "train", where)
@@ -211,15 +213,21 @@ def parse_config(raw: Mapping[str, Any], source: str | None = None) -> StudyConf
 
 def _check_study(study: StudySection, where: str) -> None:
     if len(study.directions) != len(study.metrics):
-        raise ConfigError(f"[study] directions ({len(study.directions)}) and metrics "
-                          f"({len(study.metrics)}) must have the same length{where}")
+        raise ConfigError(
+            f"[study] directions ({len(study.directions)}) and metrics "
+            f"({len(study.metrics)}) must have the same length{where}"
+        )
     for direction in study.directions:
         if direction not in ("maximize", "minimize"):
-            raise ConfigError(f"[study] direction {direction!r} must be 'maximize' or 'minimize'{where}")
+            raise ConfigError(
+                f"[study] direction {direction!r} must be 'maximize' or 'minimize'{where}"
+            )
     for metric in study.metrics:
         if metric not in OBJECTIVE_METRICS:
-            raise ConfigError(f"[study] unknown metric {metric!r}; choose from: "
-                              f"{', '.join(OBJECTIVE_METRICS)}{where}")
+            raise ConfigError(
+                f"[study] unknown metric {metric!r}; choose from: "
+                f"{', '.join(OBJECTIVE_METRICS)}{where}"
+            )
     if len(set(study.metrics)) != len(study.metrics):
         raise ConfigError(f"[study] metrics must not repeat{where}")
     if study.n_trials is not None and study.n_trials < 1:
@@ -245,11 +253,16 @@ def _check_train(train: TrainConfig, where: str) -> None:
     if train.stem_optimizer not in ("adam", "sgd"):
         raise ConfigError(f"[train] stem_optimizer must be 'adam' or 'sgd'{where}")
     if train.stem_weights not in ("auto", "imagenet", "warmup", "random"):
-        raise ConfigError(f"[train] stem_weights must be one of auto, imagenet, warmup, random{where}")
+        raise ConfigError(
+            f"[train] stem_weights must be one of auto, imagenet, warmup, random{where}"
+        )
     device = train.device
-    if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:")
-                                                   and device[5:].isdigit())):
-        raise ConfigError(f"[train] device must be auto, cpu, cuda or cuda:N, got {device!r}{where}")
+    if not (
+        device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+    ):
+        raise ConfigError(
+            f"[train] device must be auto, cpu, cuda or cuda:N, got {device!r}{where}"
+        )
 
 
 def _named(table: Mapping[str, Any], section: str, where: str, *, default: str) -> NamedConfig:
@@ -305,6 +318,7 @@ def _scalar(value: Any, element: str, name: str, where: str) -> Any:
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise ConfigError(f"{name} must be {'a' if element != 'int' else 'an'} {element}, "
-                          f"got {value!r}{where}")
+        raise ConfigError(
+            f"{name} must be {'a' if element != 'int' else 'an'} {element}, got {value!r}{where}"
+        )
     return value

@@ -38,6 +38,7 @@ def get_space(name: str, **options: Any) -> SearchSpace:
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ConfigError(f"search space {name!r} has no option {unknown[0]!r}; "
-                          f"accepted: {', '.join(accepted)}")
+        raise ConfigError(
+            f"search space {name!r} has no option {unknown[0]!r}; accepted: {', '.join(accepted)}"
+        )
     return cls(**options)

@@ -45,8 +45,9 @@ class SearchSpace(abc.ABC, Generic[ArchT]):
     def __init__(self, profile: str = "search") -> None:
         if profile not in self.profiles:
             choices = ", ".join(self.profiles)
-            raise ConfigError(f"unknown profile {profile!r} for space {self.name!r}; "
-                              f"choose one of: {choices}")
+            raise ConfigError(
+                f"unknown profile {profile!r} for space {self.name!r}; choose one of: {choices}"
+            )
         self.profile = profile
         self.settings: Mapping[str, Any] = self.profiles[profile]
 
@@ -64,7 +65,9 @@ class SearchSpace(abc.ABC, Generic[ArchT]):
         try:
             return self.suggest(optuna.trial.FixedTrial(dict(params)))
         except (ValueError, KeyError) as error:
-            raise ConfigError(f"params do not describe a {self.name} architecture: {error}") from None
+            raise ConfigError(
+                f"params do not describe a {self.name} architecture: {error}"
+            ) from None
 
     def random_architecture(self, seed: int | None = None) -> ArchT:
         """Samples one architecture uniformly at random (Optuna's RandomSampler)."""
@@ -98,10 +101,13 @@ class SearchSpace(abc.ABC, Generic[ArchT]):
     def build_decoder(self, arch: ArchT, num_classes: int) -> nn.Module:
         """The generated part: takes the stem's feature list, returns logits."""
 
-    def build(self, arch: ArchT, num_classes: int, stem: nn.Module | None = None) -> StemDecoderNetwork:
+    def build(
+        self, arch: ArchT, num_classes: int, stem: nn.Module | None = None
+    ) -> StemDecoderNetwork:
         """Builds the whole network; pass ``stem`` to reuse already initialised weights."""
-        return StemDecoderNetwork(stem if stem is not None else self.build_stem(),
-                                  self.build_decoder(arch, num_classes))
+        return StemDecoderNetwork(
+            stem if stem is not None else self.build_stem(), self.build_decoder(arch, num_classes)
+        )
 
     def options(self) -> dict[str, Any]:
         """JSON-able description of the space, stored on the study."""

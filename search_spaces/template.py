@@ -84,13 +84,27 @@ AGGREGATIONS = ("psum", "cat")
 #: The released architectures (authors' list format).
 ARCH0_GENOTYPE = [
     [[3, 0, 1], [4, 1, 1], [3, 1, 1]],
-    [[0, 1, 0, 0, 1], [2, 1, 2, 1, 0], [3, 1, 1, 1, 0], [1, 1, 2, 0, 0],
-     [3, 0, 2, 0, 0], [5, 3, 2, 1, 0], [0, 5, 0, 1, 0]],
+    [
+        [0, 1, 0, 0, 1],
+        [2, 1, 2, 1, 0],
+        [3, 1, 1, 1, 0],
+        [1, 1, 2, 0, 0],
+        [3, 0, 2, 0, 0],
+        [5, 3, 2, 1, 0],
+        [0, 5, 0, 1, 0],
+    ],
 ]
 ARCH1_GENOTYPE = [
     [[1, 1, 0], [1, 3, 0], [3, 4, 0]],
-    [[1, 1, 0, 0, 0], [0, 1, 1, 1, 1], [3, 1, 2, 3, 0], [3, 0, 2, 2, 0],
-     [0, 1, 2, 0, 0], [2, 1, 1, 3, 0], [4, 0, 2, 2, 0]],
+    [
+        [1, 1, 0, 0, 0],
+        [0, 1, 1, 1, 1],
+        [3, 1, 2, 3, 0],
+        [3, 0, 2, 2, 0],
+        [0, 1, 2, 0, 0],
+        [2, 1, 1, 3, 0],
+        [4, 0, 2, 2, 0],
+    ],
 ]
 
 _STEM_REDUCTIONS = (4, 8)
@@ -133,7 +147,7 @@ class TemplateArchitecture:
         """Downsampling the generated part adds to the stem: product of strides over repeats."""
         factor = 1
         for block in self.blocks:
-            factor *= block.stride ** block.repeats
+            factor *= block.stride**block.repeats
         return factor
 
 
@@ -163,16 +177,22 @@ class _Block(nn.Module):
 
 
 def _conv1x1_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out),
-                         nn.ReLU())
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
 
 
 class TemplateDecoder(nn.Module):
     """The generated part of a template-space network."""
 
-    def __init__(self, arch: TemplateArchitecture, stem_channels: Sequence[int], *,
-                 num_classes: int, op_repeats: int, head_width: int,
-                 adapt_width: int | None) -> None:
+    def __init__(
+        self,
+        arch: TemplateArchitecture,
+        stem_channels: Sequence[int],
+        *,
+        num_classes: int,
+        op_repeats: int,
+        head_width: int,
+        adapt_width: int | None,
+    ) -> None:
         super().__init__()
         if adapt_width is None:
             self.adapt = nn.ModuleList(nn.Identity() for _ in stem_channels)
@@ -194,11 +214,13 @@ class TemplateDecoder(nn.Module):
                 growth = block.stride if repeat == 0 else 1
                 o1, o2 = c1 * growth, c2 * growth
                 width = max(o1, o2)
-                applications.append(_Application(
-                    build_op(template.op1, c1, o1, block.stride, repeats=op_repeats),
-                    build_op(template.op2, c2, o2, block.stride, repeats=op_repeats),
-                    build_aggregation(template.agg, o1, o2, width, larger=index >= first_half),
-                ))
+                applications.append(
+                    _Application(
+                        build_op(template.op1, c1, o1, block.stride, repeats=op_repeats),
+                        build_op(template.op2, c2, o2, block.stride, repeats=op_repeats),
+                        build_aggregation(template.agg, o1, o2, width, larger=index >= first_half),
+                    )
+                )
                 s1 = 1 if template.op1 in OPS_IGNORING_STRIDE else block.stride
                 s2 = 1 if template.op2 in OPS_IGNORING_STRIDE else block.stride
                 pick = min if index >= first_half else max
@@ -225,9 +247,12 @@ class TemplateDecoder(nn.Module):
             pool.append(block(pool))
         outputs = [pool[i] for i in self.head_inputs]
         size = max((o.shape[-2:] for o in outputs), key=lambda s: s[0] * s[1])
-        outputs = [o if o.shape[-2:] == size else
-                   F.interpolate(o, size=size, mode="bilinear", align_corners=False)
-                   for o in outputs]
+        outputs = [
+            o
+            if o.shape[-2:] == size
+            else F.interpolate(o, size=size, mode="bilinear", align_corners=False)
+            for o in outputs
+        ]
         return self.head(torch.cat(outputs, dim=1))
 
 
@@ -248,19 +273,30 @@ class TemplateSpace(SearchSpace[TemplateArchitecture]):
         "final": {"op_repeats": 2, "head_width": 64, "adapt_width": None},
     }
 
-    def __init__(self, profile: str = "search", *, num_templates: int = 3, num_blocks: int = 7,
-                 max_repeats: int = 4) -> None:
+    def __init__(
+        self,
+        profile: str = "search",
+        *,
+        num_templates: int = 3,
+        num_blocks: int = 7,
+        max_repeats: int = 4,
+    ) -> None:
         super().__init__(profile)
         if num_templates < 1 or num_blocks < 1 or max_repeats < 1:
-            raise ConfigError("template space: num_templates, num_blocks and max_repeats "
-                              "must be >= 1")
+            raise ConfigError(
+                "template space: num_templates, num_blocks and max_repeats must be >= 1"
+            )
         self.num_templates = num_templates
         self.num_blocks = num_blocks
         self.max_repeats = max_repeats
 
     def options(self) -> dict[str, Any]:
-        return {**super().options(), "num_templates": self.num_templates,
-                "num_blocks": self.num_blocks, "max_repeats": self.max_repeats}
+        return {
+            **super().options(),
+            "num_templates": self.num_templates,
+            "num_blocks": self.num_blocks,
+            "max_repeats": self.max_repeats,
+        }
 
     # --- define-by-run ---------------------------------------------------------------
     def suggest(self, trial: optuna.trial.BaseTrial) -> TemplateArchitecture:
@@ -276,16 +312,22 @@ class TemplateSpace(SearchSpace[TemplateArchitecture]):
         pool_size = len(_STEM_REDUCTIONS)
         for b in range(self.num_blocks):
             locations = tuple(range(pool_size + b))
-            stride = (trial.suggest_categorical(f"block_{b}_stride", (1, 2))
-                      if b < self.num_blocks // 2 else 1)
-            blocks.append(Block(
-                loc1=trial.suggest_categorical(f"block_{b}_loc1", locations),
-                loc2=trial.suggest_categorical(f"block_{b}_loc2", locations),
-                template=trial.suggest_categorical(f"block_{b}_template",
-                                                   tuple(range(self.num_templates))),
-                repeats=trial.suggest_int(f"block_{b}_repeats", 1, self.max_repeats),
-                stride=stride,
-            ))
+            stride = (
+                trial.suggest_categorical(f"block_{b}_stride", (1, 2))
+                if b < self.num_blocks // 2
+                else 1
+            )
+            blocks.append(
+                Block(
+                    loc1=trial.suggest_categorical(f"block_{b}_loc1", locations),
+                    loc2=trial.suggest_categorical(f"block_{b}_loc2", locations),
+                    template=trial.suggest_categorical(
+                        f"block_{b}_template", tuple(range(self.num_templates))
+                    ),
+                    repeats=trial.suggest_int(f"block_{b}_repeats", 1, self.max_repeats),
+                    stride=stride,
+                )
+            )
         return TemplateArchitecture(templates, tuple(blocks))
 
     def to_params(self, arch: TemplateArchitecture) -> dict[str, Any]:
@@ -312,35 +354,56 @@ class TemplateSpace(SearchSpace[TemplateArchitecture]):
         """
         try:
             raw_templates, raw_blocks = genotype
-            templates = tuple(Template(OPERATIONS[_index(op1)], OPERATIONS[_index(op2)],
-                                       AGGREGATIONS[_index(agg)])
-                              for op1, op2, agg in raw_templates)
-            blocks = tuple(Block(int(l1), int(l2), int(t), int(rep) + 1, 2 ** int(s))
-                           for l1, l2, t, rep, s in raw_blocks)
+            templates = tuple(
+                Template(
+                    OPERATIONS[_index(op1)], OPERATIONS[_index(op2)], AGGREGATIONS[_index(agg)]
+                )
+                for op1, op2, agg in raw_templates
+            )
+            blocks = tuple(
+                Block(int(l1), int(l2), int(t), int(rep) + 1, 2 ** int(s))
+                for l1, l2, t, rep, s in raw_blocks
+            )
         except (TypeError, ValueError, IndexError) as error:
-            raise ConfigError(f"not a template-space genotype ([templates, blocks]): {error}") from None
+            raise ConfigError(
+                f"not a template-space genotype ([templates, blocks]): {error}"
+            ) from None
         if not templates or not blocks:
             raise ConfigError("template genotype needs at least one template and one block")
         arch = TemplateArchitecture(templates, blocks)
         # Validate ranges by replaying the define-by-run suggestions.
-        space = TemplateSpace(self.profile, num_templates=len(templates), num_blocks=len(blocks),
-                              max_repeats=self.max_repeats)
+        space = TemplateSpace(
+            self.profile,
+            num_templates=len(templates),
+            num_blocks=len(blocks),
+            max_repeats=self.max_repeats,
+        )
         params = space.to_params(arch)
-        if any(b.stride != 1 for b in blocks[len(blocks) // 2:]):
-            raise ConfigError("template genotype: only the first half of the blocks may have stride 2")
+        if any(b.stride != 1 for b in blocks[len(blocks) // 2 :]):
+            raise ConfigError(
+                "template genotype: only the first half of the blocks may have stride 2"
+            )
         return space.from_params(params)
 
     def to_genotype(self, arch: TemplateArchitecture) -> list:
-        templates = [[OPERATIONS.index(t.op1), OPERATIONS.index(t.op2), AGGREGATIONS.index(t.agg)]
-                     for t in arch.templates]
-        blocks = [[b.loc1, b.loc2, b.template, b.repeats - 1, b.stride.bit_length() - 1]
-                  for b in arch.blocks]
+        templates = [
+            [OPERATIONS.index(t.op1), OPERATIONS.index(t.op2), AGGREGATIONS.index(t.agg)]
+            for t in arch.templates
+        ]
+        blocks = [
+            [b.loc1, b.loc2, b.template, b.repeats - 1, b.stride.bit_length() - 1]
+            for b in arch.blocks
+        ]
         return [templates, blocks]
 
     def describe(self, arch: TemplateArchitecture) -> str:
-        templates = " ".join(f"T{t}=[{x.op1},{x.op2},{x.agg}]" for t, x in enumerate(arch.templates))
-        blocks = " ".join(f"B{b}=({x.loc1},{x.loc2})T{x.template}x{x.repeats}s{x.stride}"
-                          for b, x in enumerate(arch.blocks))
+        templates = " ".join(
+            f"T{t}=[{x.op1},{x.op2},{x.agg}]" for t, x in enumerate(arch.templates)
+        )
+        blocks = " ".join(
+            f"B{b}=({x.loc1},{x.loc2})T{x.template}x{x.repeats}s{x.stride}"
+            for b, x in enumerate(arch.blocks)
+        )
         return f"{templates} | {blocks}"
 
     # --- networks --------------------------------------------------------------------
@@ -348,8 +411,9 @@ class TemplateSpace(SearchSpace[TemplateArchitecture]):
         return mobilenet_v2_stem(_STEM_REDUCTIONS)
 
     def build_decoder(self, arch: TemplateArchitecture, num_classes: int) -> TemplateDecoder:
-        return TemplateDecoder(arch, stem_channels=(24, 32), num_classes=num_classes,
-                               **self.settings)
+        return TemplateDecoder(
+            arch, stem_channels=(24, 32), num_classes=num_classes, **self.settings
+        )
 
 
 def _index(value: Any) -> int:

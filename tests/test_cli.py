@@ -25,12 +25,27 @@ def _write_toml(path: Path, raw: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("genotype", "generated"),
-                         [(ARCH0_GENOTYPE, 223_571), (ARCH1_GENOTYPE, 211_659)])
+@pytest.mark.parametrize(
+    ("genotype", "generated"), [(ARCH0_GENOTYPE, 223_571), (ARCH1_GENOTYPE, 211_659)]
+)
 def test_describe_released_template_architectures(capsys, genotype, generated) -> None:
-    code = main(["describe", "--space", "template", "--genotype", json.dumps(genotype),
-                 "--num-classes", "19", "--profile", "final", "--input-size", "64", "128",
-                 "--json"])
+    code = main(
+        [
+            "describe",
+            "--space",
+            "template",
+            "--genotype",
+            json.dumps(genotype),
+            "--num-classes",
+            "19",
+            "--profile",
+            "final",
+            "--input-size",
+            "64",
+            "128",
+            "--json",
+        ]
+    )
     record = json.loads(capsys.readouterr().out)
     assert code == 0
     assert record["params_generated"] == generated
@@ -41,16 +56,49 @@ def test_describe_released_template_architectures(capsys, genotype, generated) -
 
 
 def test_describe_readable_output(capsys) -> None:
-    assert main(["describe", "--space", "template", "--genotype", json.dumps(ARCH0_GENOTYPE),
-                 "--profile", "final", "--input-size", "64", "64"]) == 0
+    assert (
+        main(
+            [
+                "describe",
+                "--space",
+                "template",
+                "--genotype",
+                json.dumps(ARCH0_GENOTYPE),
+                "--profile",
+                "final",
+                "--input-size",
+                "64",
+                "64",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "223,571 generated" in out
     assert "T0=[max_pool_3x3,sep_conv_3x3,cat]" in out
 
 
 def test_sample_prints_one_record_per_architecture(capsys) -> None:
-    assert main(["sample", "--space", "template", "-n", "3", "--seed", "1",
-                 "--input-size", "64", "64", "--num-classes", "5", "--json"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--space",
+                "template",
+                "-n",
+                "3",
+                "--seed",
+                "1",
+                "--input-size",
+                "64",
+                "64",
+                "--num-classes",
+                "5",
+                "--json",
+            ]
+        )
+        == 0
+    )
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["index"] for r in records] == [0, 1, 2]
     for record in records:
@@ -68,8 +116,26 @@ def test_search_then_describe_a_stored_trial(tmp_path: Path, capsys) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert len(study.trials) == 2
-    assert main(["describe", "--space", "template", "--storage", storage, "--study-name", "tiny",
-                 "--trial", "1", "--input-size", "32", "48", "--json"]) == 0
+    assert (
+        main(
+            [
+                "describe",
+                "--space",
+                "template",
+                "--storage",
+                storage,
+                "--study-name",
+                "tiny",
+                "--trial",
+                "1",
+                "--input-size",
+                "32",
+                "48",
+                "--json",
+            ]
+        )
+        == 0
+    )
     record = json.loads(capsys.readouterr().out)
     assert record["params_generated"] == study.trials[1].user_attrs["params_generated"]
     assert record["num_classes"] == 4
@@ -81,7 +147,8 @@ def _dataset_tree(root: Path, *, mismatch: bool = False, bad_label: bool = False
     rng = np.random.default_rng(0)
     for i in range(12):
         Image.fromarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)).save(
-            root / "images" / f"{i:03d}.png")
+            root / "images" / f"{i:03d}.png"
+        )
         shape = (30, 48) if mismatch and i == 5 else (32, 48)
         mask = rng.integers(0, 3, shape, dtype=np.uint8)
         if bad_label and i == 7:
@@ -97,12 +164,16 @@ def _dataset_tree(root: Path, *, mismatch: bool = False, bad_label: bool = False
         ({}, ["--sampler", "bohb"], "unknown sampler 'bohb'"),
         ({}, ["--pruner", "asha"], "unknown pruner 'asha'"),
         ({"train": {"batch_size": -1}}, [], "batch_size must be >= 1"),
-        ({"data": {"name": "folder", "root": "/nonexistent/data", "num_classes": 3}}, [],
-         "not found"),
+        (
+            {"data": {"name": "folder", "root": "/nonexistent/data", "num_classes": 3}},
+            [],
+            "not found",
+        ),
     ],
 )
-def test_bad_input_one_line_error_and_nonzero_exit(tmp_path: Path, capsys, sections, argv_extra,
-                                                   message) -> None:
+def test_bad_input_one_line_error_and_nonzero_exit(
+    tmp_path: Path, capsys, sections, argv_extra, message
+) -> None:
     raw = tiny_config_dict(tmp_path)
     raw["data"] = sections.pop("data", raw["data"])
     for name, values in sections.items():
@@ -113,7 +184,8 @@ def test_bad_input_one_line_error_and_nonzero_exit(tmp_path: Path, capsys, secti
     assert err.startswith("nas-optuna: error:") and message in err
     assert "\n" not in err
     assert not (tmp_path / "study.db").exists() or not optuna.get_all_study_summaries(
-        f"sqlite:///{tmp_path / 'study.db'}")
+        f"sqlite:///{tmp_path / 'study.db'}"
+    )
 
 
 @pytest.mark.parametrize(("kind", "message"), [("mismatch", "size"), ("bad_label", "9")])
@@ -126,7 +198,8 @@ def test_dataset_errors_stop_before_any_trial(tmp_path: Path, capsys, kind, mess
     err = capsys.readouterr().err.strip()
     assert err.startswith("nas-optuna: error:") and message in err and "\n" not in err
     assert not (tmp_path / "study.db").exists() or not optuna.get_all_study_summaries(
-        f"sqlite:///{tmp_path / 'study.db'}")
+        f"sqlite:///{tmp_path / 'study.db'}"
+    )
 
 
 def test_malformed_config_and_bad_arguments(tmp_path: Path, capsys) -> None:

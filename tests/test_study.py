@@ -173,7 +173,7 @@ def test_every_registered_pruner_builds(name: str) -> None:
 
 
 def test_unknown_sampler_and_pruner_names() -> None:
-    with pytest.raises(UnknownNameError, match="choose one of: tpe, random"):
+    with pytest.raises(UnknownNameError, match="choose one of: gp, nsga2, random, tpe"):
         build_sampler("cmaes-ish", {}, seed=0)
     with pytest.raises(ConfigError, match="n_warmup"):
         build_pruner("median", {"n_warmup": 1})

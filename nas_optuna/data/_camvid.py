@@ -48,8 +48,8 @@ class CamVid(FileSource):
 
     Example:
         >>> from nas_optuna.data import CamVid
-        >>> source = CamVid("~/data/CamVid", split="val")
-        >>> source.class_names[3]
+        >>> source = CamVid("~/data/CamVid", split="val")  # doctest: +SKIP
+        >>> source.class_names[3]  # doctest: +SKIP
         'Road'
     """
 

@@ -48,9 +48,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
             self.indices = [int(i) for i in indices]
             bad = [i for i in self.indices if not 0 <= i < size]
             if bad:
-                raise IndexError(
-                    f"indices {bad[:5]} out of range for {source.name} of size {size}"
-                )
+                raise IndexError(f"indices {bad[:5]} out of range for {source.name} of size {size}")
         self.source = source
         self.transform = transform if transform is not None else build_transforms(train=False)
         # (worker id, worker seed) the transform was last reseeded for; see _reseed_in_worker.
@@ -95,8 +93,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
 
 def _to_tensor(array: np.ndarray | torch.Tensor, *, is_mask: bool) -> torch.Tensor:
-    # Accept transforms ending in ToTensorV2 as well as plain numpy output.
-    tensor = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.asarray(array))
+    # Accept transforms ending in ToTensorV2 as well as plain numpy output; numpy views with
+    # negative strides (user flips done with [::-1]) cannot be shared with torch, so copy.
+    if isinstance(array, torch.Tensor):
+        tensor = array
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
     if is_mask:
         return tensor.long()
     if tensor.ndim == 3 and not isinstance(array, torch.Tensor):

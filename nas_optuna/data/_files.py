@@ -64,9 +64,7 @@ def pair_by_stem(
         DatasetError: No image found, two images share a stem, or an image has no mask.
     """
     suffixes = {s.lower() for s in image_suffixes}
-    images = sorted(
-        p for p in image_dir.iterdir() if p.suffix.lower() in suffixes and p.is_file()
-    )
+    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in suffixes and p.is_file())
     if not images:
         accepted = " ".join(sorted(suffixes))
         raise DatasetError(f"no images found in {image_dir} (accepted extensions: {accepted})")
@@ -111,9 +109,7 @@ class FileSource(SegmentationSource):
         root: Path,
     ) -> None:
         if len(class_names) != num_classes:
-            raise ConfigError(
-                f"{len(class_names)} class names given for {num_classes} classes"
-            )
+            raise ConfigError(f"{len(class_names)} class names given for {num_classes} classes")
         self.pairs = list(pairs)
         self.num_classes = num_classes
         self.class_names = tuple(str(name) for name in class_names)

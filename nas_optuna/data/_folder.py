@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,8 @@ class FolderDataset(FileSource):
 
     Example:
         >>> from nas_optuna.data import FolderDataset
-        >>> source = FolderDataset("~/data/roads", num_classes=3, label_map={99: 255})
-        >>> image, mask = source.load(0)
+        >>> source = FolderDataset("~/roads", 3, label_map={99: 255})  # doctest: +SKIP
+        >>> image, mask = source.load(0)  # doctest: +SKIP
     """
 
     name = "folder"
@@ -52,8 +53,10 @@ class FolderDataset(FileSource):
         class_names: Sequence[str] | None = None,
         label_map: Mapping[int, int] | None = None,
     ) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not (
-            2 <= num_classes < IGNORE_INDEX
+        if (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, numbers.Integral)
+            or not 2 <= num_classes < IGNORE_INDEX
         ):
             raise ConfigError(
                 f"num_classes must be an integer in [2, {IGNORE_INDEX - 1}], got {num_classes!r}"
@@ -75,7 +78,8 @@ class FolderDataset(FileSource):
         folder = find_dir(root)
         image_dir = find_dir(folder / images)
         mask_dir = find_dir(folder / masks)
-        super().__init__(pair_by_stem(image_dir, mask_dir), num_classes, class_names, lut, folder)
+        pairs = pair_by_stem(image_dir, mask_dir)
+        super().__init__(pairs, int(num_classes), class_names, lut, folder)
         self.images = images
         self.masks = masks
         self.label_map = (

@@ -24,6 +24,7 @@ _MAX_REPORTED_VALUES = 10
 
 
 def _open(path: Path, what: str) -> Image.Image:
+    image = None
     try:
         with warnings.catch_warnings():
             # Large real images trip PIL's decompression-bomb warning; they are trusted here.
@@ -34,6 +35,8 @@ def _open(path: Path, what: str) -> Image.Image:
     except FileNotFoundError:
         raise DatasetError(f"{what} file not found: {path}") from None
     except (OSError, SyntaxError, ValueError) as err:  # PIL's decoders raise all three
+        if image is not None:
+            image.close()
         reason = " ".join(str(err).split()) or type(err).__name__
         raise DatasetError(f"cannot read {what} {path}: {reason}") from None
     return image
@@ -52,7 +55,9 @@ def read_image(path: Path) -> np.ndarray:
             # ``convert("RGB")`` clips 16-bit values instead of rescaling them: refuse rather
             # than feed the network a saturated image.
             raise DatasetError(f"cannot read image {path}: {image.mode} images are not supported")
-        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        # np.array, not asarray: PIL hands out read-only buffers, and callers (augmentations,
+        # torch.from_numpy) expect to own writable arrays.
+        array = np.array(image.convert("RGB"), dtype=np.uint8)
     return array
 
 
@@ -71,7 +76,7 @@ def read_mask(path: Path) -> np.ndarray:
                 f"mask {path} has mode {image.mode}; masks must be single-channel label images "
                 "(palette or greyscale PNG holding class ids), not colour-coded"
             )
-        array = np.asarray(image)
+        array = np.array(image)  # writable copy, see read_image
     if array.dtype == bool:
         array = array.astype(np.uint8)
     return array
@@ -154,9 +159,7 @@ def _bad_values_message(path: Path, bad: np.ndarray, num_classes: int) -> str:
     )
 
 
-def check_same_size(
-    image: np.ndarray, mask: np.ndarray, image_path: Path, mask_path: Path
-) -> None:
+def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, mask_path: Path) -> None:
     """Raises :class:`DatasetError` when ``image`` and ``mask`` differ in height or width."""
     if image.shape[:2] != mask.shape[:2]:
         (ih, iw), (mh, mw) = image.shape[:2], mask.shape[:2]

@@ -27,7 +27,7 @@ class SegmentationSource(abc.ABC):
     """
 
     #: Registry name of the dataset, reported by :meth:`describe`.
-    name: ClassVar[str]
+    name: ClassVar[str] = "custom"
     num_classes: int
     class_names: tuple[str, ...]
     ignore_index: int = IGNORE_INDEX

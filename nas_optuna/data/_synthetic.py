@@ -1,8 +1,9 @@
 """``synthetic``: procedurally generated street scenes, the embedded default dataset.
 
 Nothing can be downloaded where studies run, so the default dataset is generated. It is
-small and fast (400 images of 96x128 in well under a second) yet built so that the
-architectural choices a segmentation search explores change the score:
+small and fast (about 2 ms per 96x128 image on one CPU core, vectorised numpy, cached in
+memory after the first access) yet built so that the architectural choices a
+segmentation search explores change the score:
 
 * **Large regions** -- sky at the top, a road in perspective converging to a vanishing
   point on the horizon, sidewalks on its sides, building facades (with window grids) and
@@ -24,20 +25,23 @@ cars, poles and overcast skies look like road; beige facades like sidewalk in wa
 and every image gets colour jitter (per-channel gain, brightness, offset), a linear
 illumination gradient in a random direction, sensor noise, and 0-2 random occluders.
 
-**Ignore (255):** the kerb lines between road and sidewalk (their colour would otherwise
-give either class away), a 1-pixel band on the outline of every car (where anti-aliased
-real annotations are unreliable, as in PASCAL VOC), and the occluders (unlabelled
-clutter, like Cityscapes' "static"/"dynamic").
+**Ignore (255), about 2.5% of the pixels:** the kerb lines between road and sidewalk
+(they belong to neither, and labelling them as either would give that class a colour the
+other lacks), a 1-pixel band on the outline of every car (object borders, as in PASCAL
+VOC), and the occluders (unlabelled clutter, like Cityscapes' "static"/"dynamic"). Every
+image has some: at least one side of the road always has a sidewalk, hence a kerb.
 
 **Classes** (``num_classes=10``): 0 road, 1 sidewalk, 2 building, 3 sky, 4 car, 5 pole,
 6 vegetation, 7 person, 8 lane_marking, 9 traffic_sign. With fewer classes the highest ids
 are merged, in this order, into related lower ones: traffic_sign -> pole,
 lane_marking -> road, person -> car, vegetation -> building, pole -> building,
 car -> building, sky -> building, building -> sidewalk. So ``num_classes=6`` (the
-default) is road, sidewalk, building, sky, car, pole; ``4`` is road / sidewalk / everything
-upright / sky; ``2`` is road vs. the rest -- the context pair survives every merge. A merged
-class is named by joining its members with ``+`` (``"road+lane_marking"``), except that a
-class holding sky and more is named ``"background"``.
+default) is road (with lane markings), sidewalk, building (with vegetation), sky, car
+(with persons), pole (with signs); ``4`` is road / sidewalk / everything upright / sky;
+``2`` is road vs. the rest. The context pair survives every merge: even at 2 classes the
+sidewalk, now "background", still looks like road. A merged class is named by joining its
+members with ``+`` (``"road+lane_marking"``), except that a class holding sky and more is
+named ``"background"``.
 
 **Determinism:** image ``i`` is a pure function of ``(seed, i, image_size)``; the scene
 layout is drawn from its own random stream before any per-pixel noise, so the same
@@ -48,6 +52,7 @@ labels. :data:`GENERATOR_VERSION` changes whenever the images do, and is part of
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -83,8 +88,8 @@ SYNTHETIC_CLASSES = (
     "lane_marking",
     "traffic_sign",
 )
-(ROAD, SIDEWALK, BUILDING, SKY, CAR, POLE, VEGETATION, PERSON, LANE_MARKING, TRAFFIC_SIGN) = (
-    range(len(SYNTHETIC_CLASSES))
+(ROAD, SIDEWALK, BUILDING, SKY, CAR, POLE, VEGETATION, PERSON, LANE_MARKING, TRAFFIC_SIGN) = range(
+    len(SYNTHETIC_CLASSES)
 )
 # When a class is dropped it joins this one. Every parent has a lower id, so reducing to
 # k classes folds ids >= k downwards until they land below k.
@@ -128,11 +133,14 @@ def merged_class_names(num_classes: int) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _is_int(value: object) -> bool:
+    # numpy integers count, booleans do not (True would silently mean 1).
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_num_classes(num_classes: int) -> None:
     top = len(SYNTHETIC_CLASSES)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not (
-        _MIN_CLASSES <= num_classes <= top
-    ):
+    if not _is_int(num_classes) or not _MIN_CLASSES <= num_classes <= top:
         raise ConfigError(
             f"num_classes for the synthetic dataset must be an integer in "
             f"[{_MIN_CLASSES}, {top}], got {num_classes!r}"
@@ -171,7 +179,7 @@ class SyntheticStreetScenes(SegmentationSource):
         num_classes: int = 6,
         seed: int = 0,
     ) -> None:
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        if not _is_int(num_images) or num_images < 1:
             raise ConfigError(f"num_images must be a positive integer, got {num_images!r}")
         try:
             height, width = (int(v) for v in image_size)
@@ -182,14 +190,14 @@ class SyntheticStreetScenes(SegmentationSource):
                 f"image_size must be at least {_MIN_SIZE}x{_MIN_SIZE}, got {image_size!r}"
             )
         _check_num_classes(num_classes)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        if not _is_int(seed) or seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-        self.num_images = num_images
+        self.num_images = int(num_images)
         self.image_size = (height, width)
-        self.num_classes = num_classes
-        self.class_names = merged_class_names(num_classes)
-        self.seed = seed
-        self._table = merged_label_table(num_classes)
+        self.num_classes = int(num_classes)
+        self.class_names = merged_class_names(self.num_classes)
+        self.seed = int(seed)
+        self._table = merged_label_table(self.num_classes)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
@@ -218,7 +226,7 @@ class SyntheticStreetScenes(SegmentationSource):
 # does not depend on the resolution; "depth" t in [0, 1] is 0 on the horizon and 1 at the
 # bottom edge, and everything standing on the ground scales with it. The image is built
 # channel-first (3, H, W): numpy broadcasts a colour over a row of pixels far faster than
-# over a trailing axis of length 3, which is what keeps a frame at about a millisecond.
+# over a trailing axis of length 3, which is what keeps a frame at about 2 ms.
 
 
 @dataclass
@@ -371,8 +379,15 @@ def _depth(layout: _Layout, v: np.ndarray) -> np.ndarray:
 
 
 _FACADES = np.array(
-    [[200, 185, 160], [150, 75, 60], [130, 130, 135], [215, 210, 200], [110, 85, 65],
-     [120, 135, 150], [175, 160, 120]],
+    [
+        [200, 185, 160],
+        [150, 75, 60],
+        [130, 130, 135],
+        [215, 210, 200],
+        [110, 85, 65],
+        [120, 135, 150],
+        [175, 160, 120],
+    ],
     dtype=np.float32,
 )
 
@@ -569,8 +584,7 @@ def _paint_things(canvas: _Canvas, rng: np.random.Generator, layout: _Layout) ->
 
 _SIGNS = np.array([[200, 30, 35], [30, 70, 170], [235, 200, 40], [235, 235, 235]], np.float32)
 _CARS = np.array(
-    [[235, 235, 235], [170, 172, 175], [110, 110, 112], [30, 30, 32], [25, 45, 110],
-     [160, 25, 30]],
+    [[235, 235, 235], [170, 172, 175], [110, 110, 112], [30, 30, 32], [25, 45, 110], [160, 25, 30]],
     dtype=np.float32,
 )
 

@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from nas_optuna.data import SegmentationDataset, SegmentationSource, build_transforms, meta_split
 from nas_optuna.exceptions import DatasetError
@@ -84,9 +83,17 @@ class SearchData:
         )
 
 
-def cache_key(source: SegmentationSource, *, train_indices: Sequence[int],
-              val_indices: Sequence[int], crop_size: tuple[int, int] | None, stem_id: str,
-              stem_weights: str, warmup_epochs: int, flip_views: bool) -> str:
+def cache_key(
+    source: SegmentationSource,
+    *,
+    train_indices: Sequence[int],
+    val_indices: Sequence[int],
+    crop_size: tuple[int, int] | None,
+    stem_id: str,
+    stem_weights: str,
+    warmup_epochs: int,
+    flip_views: bool,
+) -> str:
     """A stable hash of everything the cached stem features depend on."""
     payload = {
         "version": _CACHE_VERSION,
@@ -146,9 +153,16 @@ def prepare_search_data(
     if len(source) == 0:
         raise DatasetError("the dataset has no images")
     train_indices, val_indices = meta_split(len(source), val_fraction, split_seed)
-    key = cache_key(source, train_indices=train_indices, val_indices=val_indices,
-                    crop_size=crop_size, stem_id=stem_id, stem_weights=stem_weights,
-                    warmup_epochs=warmup_epochs, flip_views=flip_views)
+    key = cache_key(
+        source,
+        train_indices=train_indices,
+        val_indices=val_indices,
+        crop_size=crop_size,
+        stem_id=stem_id,
+        stem_weights=stem_weights,
+        warmup_epochs=warmup_epochs,
+        flip_views=flip_views,
+    )
     fixed = build_transforms(train=False, crop_size=crop_size)
     train_fixed = SegmentationDataset(source, train_indices, fixed)
     val_fixed = SegmentationDataset(source, val_indices, fixed)
@@ -206,17 +220,20 @@ def _stack(dataset: SegmentationDataset, part: str) -> tuple[torch.Tensor, torch
         labels.append(label)
     shapes = {tuple(i.shape[-2:]) for i in images}
     if len(shapes) > 1:
-        raise DatasetError(f"{part} images have different sizes {sorted(shapes)[:3]}; "
-                           "set [data] crop_size to search on fixed crops")
+        raise DatasetError(
+            f"{part} images have different sizes {sorted(shapes)[:3]}; "
+            "set [data] crop_size to search on fixed crops"
+        )
     return torch.stack(images), torch.stack(labels).to(torch.uint8)
 
 
 @torch.no_grad()
-def _features(stem: nn.Module, images: torch.Tensor, batch_size: int,
-              device: torch.device | str) -> list[torch.Tensor]:
+def _features(
+    stem: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device | str
+) -> list[torch.Tensor]:
     chunks: list[list[torch.Tensor]] = []
     for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].to(device).float()
+        batch = images[start : start + batch_size].to(device).float()
         chunks.append([f.half().cpu() for f in stem(batch)])
     return [torch.cat(parts) for parts in zip(*chunks)]
 

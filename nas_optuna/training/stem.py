@@ -24,9 +24,18 @@ __all__ = ["initialise_stem"]
 _IGNORE_INDEX = 255
 
 
-def initialise_stem(stem: nn.Module, dataset: Dataset, *, mode: str, num_classes: int,
-                    warmup_epochs: int, batch_size: int, device: torch.device | str,
-                    seed: int = 0, lr: float = 1e-3) -> str:
+def initialise_stem(
+    stem: nn.Module,
+    dataset: Dataset,
+    *,
+    mode: str,
+    num_classes: int,
+    warmup_epochs: int,
+    batch_size: int,
+    device: torch.device | str,
+    seed: int = 0,
+    lr: float = 1e-3,
+) -> str:
     """Loads or trains the stem's weights in place.
 
     Args:
@@ -50,33 +59,59 @@ def initialise_stem(stem: nn.Module, dataset: Dataset, *, mode: str, num_classes
         if load_imagenet_weights(stem):
             return "imagenet"
         if mode == "imagenet":
-            raise ConfigError("ImageNet weights for the stem are neither cached nor downloadable; "
-                              "use [train] stem_weights = 'auto' or 'warmup'")
+            raise ConfigError(
+                "ImageNet weights for the stem are neither cached nor downloadable; "
+                "use [train] stem_weights = 'auto' or 'warmup'"
+            )
     if mode == "random" or warmup_epochs == 0:
         return "random"
-    _warm_up(stem, dataset, num_classes=num_classes, epochs=warmup_epochs,
-             batch_size=batch_size, device=torch.device(device), seed=seed, lr=lr)
+    _warm_up(
+        stem,
+        dataset,
+        num_classes=num_classes,
+        epochs=warmup_epochs,
+        batch_size=batch_size,
+        device=torch.device(device),
+        seed=seed,
+        lr=lr,
+    )
     return "warmup"
 
 
-def _warm_up(stem: nn.Module, dataset: Dataset, *, num_classes: int, epochs: int,
-             batch_size: int, device: torch.device, seed: int, lr: float) -> None:
+def _warm_up(
+    stem: nn.Module,
+    dataset: Dataset,
+    *,
+    num_classes: int,
+    epochs: int,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    lr: float,
+) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         probe = stem(dataset[0][0][None].to(device))
     torch.manual_seed(seed)
     heads = nn.ModuleList(nn.Conv2d(f.shape[1], num_classes, 1) for f in probe).to(device)
     optimiser = torch.optim.Adam([*stem.parameters(), *heads.parameters()], lr=lr)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
-                        drop_last=len(dataset) > batch_size)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        drop_last=len(dataset) > batch_size,
+    )
     stem.train()
     for _ in range(epochs):
         for images, labels in loader:
             images, labels = images.to(device), labels.to(device)
             features = stem(images)
             size = features[0].shape[-2:]
-            logits = sum(F.interpolate(head(f), size=size, mode="bilinear", align_corners=False)
-                         for head, f in zip(heads, features))
+            logits = sum(
+                F.interpolate(head(f), size=size, mode="bilinear", align_corners=False)
+                for head, f in zip(heads, features)
+            )
             targets = F.interpolate(labels[:, None].float(), size=size, mode="nearest")
             loss = F.cross_entropy(logits, targets[:, 0].long(), ignore_index=_IGNORE_INDEX)
             optimiser.zero_grad(set_to_none=True)

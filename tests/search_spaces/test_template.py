@@ -56,8 +56,9 @@ def test_suggest_uses_documented_parameter_names_and_choices() -> None:
     arch = space.suggest(trial)
     params = trial.params
     expected = {f"template_{t}_{k}" for t in range(3) for k in ("op1", "op2", "agg")}
-    expected |= {f"block_{b}_{k}" for b in range(7)
-                 for k in ("loc1", "loc2", "template", "repeats")}
+    expected |= {
+        f"block_{b}_{k}" for b in range(7) for k in ("loc1", "loc2", "template", "repeats")
+    }
     expected |= {f"block_{b}_stride" for b in range(3)}
     assert set(params) == expected
     dists = trial.distributions
@@ -71,8 +72,9 @@ def test_suggest_uses_documented_parameter_names_and_choices() -> None:
 def test_every_trial_rebuilds_from_stored_params_alone(tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
     space = get_space("template")
-    study = optuna.create_study(storage=storage, study_name="s",
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        storage=storage, study_name="s", sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     archs = {}
     for _ in range(5):
         trial = study.ask()
@@ -109,7 +111,8 @@ def test_search_profile_adapts_pool_to_48_channels_and_head_48() -> None:
     assert [m[0].out_channels for m in decoder.adapt] == [48, 48]
     assert decoder.head[1][0].out_channels == 48
     final = get_space("template", profile="final").build_decoder(
-        space.from_genotype(ARCH0_GENOTYPE), num_classes=3)
+        space.from_genotype(ARCH0_GENOTYPE), num_classes=3
+    )
     assert all(isinstance(m, torch.nn.Identity) for m in final.adapt)
     assert final.head[1][0].out_channels == 64
 

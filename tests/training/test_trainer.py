@@ -1,0 +1,229 @@
+"""The two-stage trainer: learning, stage semantics, reporter, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nas_optuna.config import TrainConfig
+from nas_optuna.data import build_dataset
+from nas_optuna.exceptions import TrialFailed
+from nas_optuna.networks import StemDecoderNetwork
+from nas_optuna.training import SearchData, initialise_stem, prepare_search_data, train_architecture
+from search_spaces import get_space
+from search_spaces.template import ARCH1_GENOTYPE
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def search_data(tmp_path_factory: pytest.TempPathFactory) -> SearchData:
+    source = build_dataset("synthetic", num_images=60, image_size=(32, 48), num_classes=4)
+    space = get_space("template")
+    return prepare_search_data(
+        source,
+        build_stem=space.build_stem,
+        stem_id=space.stem_id,
+        initialise_stem=lambda stem, ds: initialise_stem(
+            stem, ds, mode="warmup", num_classes=4, warmup_epochs=1, batch_size=8, device=CPU
+        ),
+        stem_weights="warmup",
+        warmup_epochs=1,
+        batch_size=8,
+        cache_dir=tmp_path_factory.mktemp("cache"),
+    )
+
+
+def _network(data: SearchData, seed: int = 0) -> StemDecoderNetwork:
+    torch.manual_seed(seed)
+    space = get_space("template")
+    stem = space.build_stem()
+    stem.load_state_dict(data.stem_state)
+    return space.build(space.from_genotype(ARCH1_GENOTYPE), data.num_classes, stem=stem)
+
+
+def test_training_improves_the_reward_over_an_untrained_network(search_data) -> None:
+    untrained = train_architecture(
+        _network(search_data),
+        search_data,
+        TrainConfig(
+            stage1_epochs=0, stage2_epochs=1, decoder_lr=1e-12, stem_lr=1e-12, batch_size=8
+        ),
+        device=CPU,
+    )
+    trained = train_architecture(
+        _network(search_data),
+        search_data,
+        TrainConfig(stage1_epochs=4, stage2_epochs=1, batch_size=8),
+        device=CPU,
+    )
+    assert set(trained.stage_metrics) == {1, 2}
+    for metrics in trained.stage_metrics.values():
+        assert set(metrics) >= {"miou", "macc", "fwiou", "reward"}
+        assert 0.0 <= metrics["reward"] <= 1.0
+    assert trained.final_metrics["reward"] > untrained.final_metrics["reward"] + 0.05
+
+
+def test_stage1_trains_only_the_generated_part(search_data) -> None:
+    network = _network(search_data)
+    decoder_before = [p.detach().clone() for p in network.decoder.parameters()]
+    train_architecture(
+        network,
+        search_data,
+        TrainConfig(stage1_epochs=1, stage2_epochs=0, batch_size=8),
+        device=CPU,
+    )
+    for name, tensor in network.stem.state_dict().items():
+        assert torch.equal(tensor, search_data.stem_state[name]), name
+    changed = [not torch.equal(a, b) for a, b in zip(decoder_before, network.decoder.parameters())]
+    assert any(changed)
+
+
+def test_stage2_trains_the_stem_too(search_data) -> None:
+    network = _network(search_data)
+    train_architecture(
+        network,
+        search_data,
+        TrainConfig(stage1_epochs=0, stage2_epochs=1, batch_size=8),
+        device=CPU,
+    )
+    weights = [k for k in search_data.stem_state if k.endswith("weight")]
+    assert any(
+        not torch.equal(network.stem.state_dict()[k], search_data.stem_state[k]) for k in weights
+    )
+
+
+def test_reporter_sees_each_stage_and_can_stop_training(search_data) -> None:
+    seen = []
+
+    def reporter(stage: int, metrics: dict) -> bool:
+        seen.append((stage, metrics["reward"]))
+        return False
+
+    result = train_architecture(
+        _network(search_data),
+        search_data,
+        TrainConfig(stage1_epochs=1, stage2_epochs=1, batch_size=8),
+        device=CPU,
+        reporter=reporter,
+    )
+    assert [s for s, _ in seen] == [1]
+    assert result.stopped_after == 1
+    assert list(result.stage_metrics) == [1]
+    assert result.stage_metrics[1]["reward"] == seen[0][1]
+
+
+def test_polyak_average_is_what_gets_validated(search_data, monkeypatch) -> None:
+    from nas_optuna.training import trainer
+
+    validated = []
+    real_evaluate = trainer._evaluate
+    monkeypatch.setattr(
+        trainer,
+        "_evaluate",
+        lambda model, *args: validated.append(model) or real_evaluate(model, *args),
+    )
+    network = _network(search_data)
+    train_architecture(
+        network,
+        search_data,
+        TrainConfig(stage1_epochs=1, stage2_epochs=1, batch_size=8),
+        device=CPU,
+    )
+    assert len(validated) == 2
+    assert validated[0] is not network.decoder and validated[1] is not network
+    # The averages differ from the raw weights they were made from.
+    raw = dict(network.named_parameters())
+    averaged = dict(validated[1].named_parameters())
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw)
+
+
+def test_polyak_decay_warms_up_to_the_papers_value() -> None:
+    from nas_optuna.training.trainer import _PolyakAverage
+
+    model = nn.Linear(1, 1, bias=False)
+    average = _PolyakAverage(model, decay=0.9)
+    expected = None
+    for step in range(1, 60):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        average.update_parameters(model)
+        decay = min(0.9, step / (9 + step))
+        expected = float(step) if expected is None else decay * expected + (1 - decay) * step
+    assert average.module.weight.item() == pytest.approx(expected, rel=1e-5)
+    # Late in training the decay is the papers' 0.9: the average lags the weights.
+    assert 50 < average.module.weight.item() < 59
+
+
+class _NaNDecoder(nn.Module):
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, features):
+        return self.decoder(features) * float("nan")
+
+
+class _OOMDecoder(_NaNDecoder):
+    def forward(self, features):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "reason"), [(_NaNDecoder, "nan_loss"), (_OOMDecoder, "out_of_memory")]
+)
+def test_nan_loss_and_out_of_memory_fail_the_trial_with_a_reason(
+    search_data, wrapper, reason
+) -> None:
+    network = _network(search_data)
+    network.decoder = wrapper(network.decoder)
+    with pytest.raises(TrialFailed) as info:
+        train_architecture(
+            network,
+            search_data,
+            TrainConfig(stage1_epochs=1, stage2_epochs=1, batch_size=8),
+            device=CPU,
+        )
+    assert info.value.reason == reason
+
+
+def test_features_are_cached_and_reused(tmp_path: Path) -> None:
+    source = build_dataset("synthetic", num_images=20, image_size=(32, 32), num_classes=3)
+    space = get_space("template")
+    calls = []
+
+    def initialise(stem, dataset):
+        calls.append(len(dataset))
+        return "random"
+
+    kwargs = dict(
+        build_stem=space.build_stem,
+        stem_id=space.stem_id,
+        initialise_stem=initialise,
+        stem_weights="random",
+        warmup_epochs=0,
+        cache_dir=tmp_path,
+        batch_size=4,
+    )
+    first = prepare_search_data(source, **kwargs)
+    second = prepare_search_data(source, **kwargs)
+    assert calls == [18]  # 90% of 20 images; the second call read the cache
+    assert len(list(tmp_path.glob("stem-features-*.pt"))) == 1
+    assert first.key == second.key
+    for a, b in zip(first.train_features, second.train_features):
+        assert torch.equal(a, b)
+    # Mirrored views double stage 1's data; features match the stem's outputs.
+    assert len(first.train_labels) == 36
+    assert [f.shape[1:] for f in first.train_features] == [(24, 8, 8), (32, 4, 4)]
+    assert first.train_features[0].dtype == torch.float16
+    # A corrupt cache file is rebuilt, never trusted.
+    next(tmp_path.glob("stem-features-*.pt")).write_bytes(b"garbage")
+    third = prepare_search_data(source, **kwargs)
+    assert calls == [18, 18]
+    assert torch.equal(third.val_labels, first.val_labels)
+    # Another split is another cache entry.
+    prepare_search_data(source, **kwargs, split_seed=1)
+    assert len(list(tmp_path.glob("stem-features-*.pt"))) == 2
