@@ -75,6 +75,16 @@ class SegmentationDataset(torch.utils.data.Dataset):
         out = self.transform(image=image, mask=mask)
         return _to_tensor(out["image"], is_mask=False), _to_tensor(out["mask"], is_mask=True)
 
+    def reseed(self, seed: int) -> None:
+        """Restarts the augmentation's random stream, e.g. at the start of each trial.
+
+        Without it, the shared transform's state would carry over from one trial to the
+        next, and a trial's augmentations would depend on the trials run before it.
+        """
+        set_seed = getattr(self.transform, "set_random_seed", None)
+        if set_seed is not None:
+            set_seed(seed % 2**32)
+
     def _reseed_in_worker(self) -> None:
         # albumentations keeps its own RNG inside the Compose; forked DataLoader workers all
         # inherit the same state and would apply identical "random" augmentations. Reseeding

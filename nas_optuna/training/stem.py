@@ -90,6 +90,9 @@ def _warm_up(
     lr: float,
 ) -> None:
     generator = torch.Generator().manual_seed(seed)
+    reseed = getattr(dataset, "reseed", None)
+    if reseed is not None:  # the warm-up, and so the cached stem, is reproducible
+        reseed(seed)
     with torch.no_grad():
         probe = stem(dataset[0][0][None].to(device))
     torch.manual_seed(seed)

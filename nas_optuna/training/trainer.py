@@ -185,6 +185,7 @@ def _stage2(
         ),
     ]
     averaged = _averaged(network, config.polyak_decay[1])
+    data.train_dataset.reseed(int(torch.randint(2**31, (1,), generator=generator)))
     loader = DataLoader(
         data.train_dataset,
         batch_size=config.batch_size,

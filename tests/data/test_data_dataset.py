@@ -131,3 +131,16 @@ def test_folder_through_the_registry(tmp_path: Path, write_image: Callable, rgb:
     write_image(tmp_path / "masks" / "a.png", np.full((4, 4), 9, np.uint8))
     built = build_dataset("folder", root=str(tmp_path), num_classes=2, label_map={"9": 1})
     assert built.load(0)[1].max() == 1
+
+
+def test_reseed_restarts_the_augmentation_stream(source: SyntheticStreetScenes) -> None:
+    dataset = SegmentationDataset(source, range(4), build_transforms(train=True,
+                                                                     crop_size=(24, 24)))
+    dataset.reseed(7)
+    first = [dataset[i][0] for i in range(4)]
+    dataset.reseed(7)
+    again = [dataset[i][0] for i in range(4)]
+    dataset.reseed(8)
+    other = [dataset[i][0] for i in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
