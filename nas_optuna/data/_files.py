@@ -7,8 +7,10 @@ the helpers here find the files, so each dataset module is just its layout and l
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -118,6 +120,19 @@ class FileSource(SegmentationSource):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def describe(self) -> dict[str, Any]:
+        """Adds a fingerprint of the files (names, sizes, modification times).
+
+        Cached stem features are keyed by this description, so replacing or editing an
+        image or mask invalidates them instead of silently reusing stale features.
+        """
+        digest = hashlib.sha256()
+        for image_path, mask_path in self.pairs:
+            for path in (image_path, mask_path):
+                stat = path.stat()
+                digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        return {**super().describe(), "files": digest.hexdigest()[:16]}
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, mask_path = self.pairs[self._check_index(index)]

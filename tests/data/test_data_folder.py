@@ -224,3 +224,22 @@ def test_describe(tree: Path) -> None:
     assert info["name"] == "folder" and info["root"] == str(tree.resolve())
     assert info["size"] == 4 and info["num_classes"] == 4
     assert info["label_map"] == {"3": 255}
+
+
+def test_describe_changes_when_a_file_changes(tmp_path) -> None:
+    import os
+
+    from PIL import Image
+
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(2):
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "masks" / f"{i}.png")
+    before = FolderDataset(root, num_classes=2).describe()
+    assert FolderDataset(root, num_classes=2).describe() == before
+    mask = root / "masks" / "1.png"
+    Image.fromarray(np.ones((4, 4), np.uint8)).save(mask)
+    os.utime(mask, ns=(1, 1))
+    assert FolderDataset(root, num_classes=2).describe()["files"] != before["files"]
