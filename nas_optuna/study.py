@@ -164,7 +164,7 @@ def run_search(config: StudyConfig, *, callbacks: Sequence[Callable] = (),
         stem_weights=train.stem_weights, warmup_epochs=train.warmup_epochs,
         val_fraction=config.data.val_fraction, split_seed=config.data.split_seed,
         crop_size=config.data.crop_size, scale=config.data.scale, flip_views=train.flip_views,
-        batch_size=train.batch_size, cache_dir=cache_dir, device=device,
+        batch_size=train.batch_size, cache_dir=cache_dir, device=device, seed=section.seed or 0,
     ).to(device)
 
     study = create_study(config, sampler=sampler, pruner=pruner)

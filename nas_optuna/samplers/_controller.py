@@ -26,7 +26,8 @@ _MASKED_LOGIT = -1e9
 class _Rollout:
     """The controller's state inside one running trial (define-by-run sampling)."""
 
-    hidden: tuple[torch.Tensor, torch.Tensor] | None = None
+    #: (h, c) per LSTM layer, ``None`` before the first decision.
+    hidden: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     #: (decision id, action) of the previous decision, the next step's input.
     previous: tuple[int, int] | None = None
 
@@ -97,8 +98,17 @@ class _Controller(nn.Module):
         else:
             previous_kind, action = rollout.previous
             inputs = self.embeddings[previous_kind].weight[action].unsqueeze(0)
-        output, rollout.hidden = self.lstm(inputs.unsqueeze(0), rollout.hidden)
-        return self.heads[kind](output[0, 0])
+        if rollout.hidden is None:
+            zeros = inputs.new_zeros(1, self.hidden_size)
+            rollout.hidden = [(zeros, zeros)] * self.lstm.num_layers
+        # torch.lstm_cell per layer: the same arithmetic as nn.LSTM, at a fifth of the
+        # per-call overhead of the module (which dominates at batch 1).
+        for layer in range(self.lstm.num_layers):
+            weights = [getattr(self.lstm, f"{name}_l{layer}")
+                       for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            rollout.hidden[layer] = torch.lstm_cell(inputs, rollout.hidden[layer], *weights)
+            inputs = rollout.hidden[layer][0]
+        return self.heads[kind](inputs[0])
 
     def log_probs(
         self, kinds: torch.Tensor, actions: torch.Tensor

@@ -16,9 +16,10 @@ How the pieces fit:
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -197,7 +198,7 @@ class PPOSampler(BaseSampler):
         values = _modelled_values(param_distribution, self._max_int_choices)
         if values is None:
             return self._fallback.sample_independent(study, trial, param_name, param_distribution)
-        with self._lock:
+        with self._lock, _one_thread():
             self._bind(study)
             assert self._controller is not None
             rollout = self._rollouts.get(trial._trial_id)
@@ -255,7 +256,7 @@ class PPOSampler(BaseSampler):
         Returns:
             The number of trials learned from by this call.
         """
-        with self._lock:
+        with self._lock, _one_thread():
             self._bind(study)
             return self._catch_up(study)
 
@@ -330,6 +331,25 @@ def _modelled_values(distribution: BaseDistribution, max_int_choices: int) -> li
         if n <= max_int_choices:
             return [distribution.low + i * distribution.step for i in range(n)]
     return None
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Runs the controller's tiny tensor ops on one thread, restoring the setting after.
+
+    Two reasons: at these sizes thread synchronisation costs more than it saves (and on a
+    busy machine far more), and matmul results can depend on the thread count, while a
+    policy rebuilt by another process must replay the updates exactly.
+    """
+    previous = torch.get_num_threads()
+    if previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _init_seed(study: Study, seed: int | None) -> int:

@@ -93,6 +93,7 @@ def cache_key(
     stem_weights: str,
     warmup_epochs: int,
     flip_views: bool,
+    seed: int = 0,
 ) -> str:
     """A stable hash of everything the cached stem features depend on."""
     payload = {
@@ -105,6 +106,7 @@ def cache_key(
         "stem_weights": stem_weights,
         "warmup_epochs": warmup_epochs if stem_weights in ("warmup", "auto") else 0,
         "flip": flip_views,
+        "seed": seed,
     }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
@@ -126,6 +128,7 @@ def prepare_search_data(
     batch_size: int = 32,
     cache_dir: str | Path | None = None,
     device: torch.device | str = "cpu",
+    seed: int = 0,
 ) -> SearchData:
     """Splits ``source``, initialises the stem and computes (or loads) its features.
 
@@ -146,6 +149,7 @@ def prepare_search_data(
         batch_size: Batch size of the feature computation.
         cache_dir: Where cache files live; None disables the disk cache.
         device: Where the stem runs while computing features.
+        seed: Seed of the stem's initialisation (before ImageNet weights or the warm-up).
 
     Raises:
         DatasetError: The dataset is empty, too small to split, or an image is invalid.
@@ -162,6 +166,7 @@ def prepare_search_data(
         stem_weights=stem_weights,
         warmup_epochs=warmup_epochs,
         flip_views=flip_views,
+        seed=seed,
     )
     fixed = build_transforms(train=False, crop_size=crop_size)
     train_fixed = SegmentationDataset(source, train_indices, fixed)
@@ -179,7 +184,9 @@ def prepare_search_data(
         # Reading every image here also validates the whole dataset before any trial.
         train_images, train_labels = _stack(train_fixed, "meta-train")
         val_images, val_labels = _stack(val_fixed, "meta-val")
-        stem = build_stem().to(device)
+        with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's RNG
+            torch.manual_seed(seed)
+            stem = build_stem().to(device)
         how = initialise_stem(stem, augmented)
         stem.eval()
         train_features = _features(stem, train_images, batch_size, device)
