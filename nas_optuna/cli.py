@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -91,6 +92,10 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nas-optuna`` console script."""
+    # timm (through segmentation-models-pytorch) imports torch's C++-extension helper,
+    # which warns on every start of a machine without a CUDA toolkit; it concerns
+    # compiling extensions, which nas-optuna never does.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     args = _build_parser().parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

@@ -31,6 +31,7 @@ from nas_optuna.data import build_dataset
 from nas_optuna.exceptions import ConfigError
 from nas_optuna.objective import SearchObjective
 from nas_optuna.registry import Registry
+from nas_optuna.samplers import PPOSampler
 from nas_optuna.training import initialise_stem, prepare_search_data, resolve_device
 from search_spaces import SearchSpace, get_space
 
@@ -43,6 +44,7 @@ SAMPLERS.add("tpe", lambda seed, **o: optuna.samplers.TPESampler(seed=seed, **o)
 SAMPLERS.add("random", lambda seed, **o: optuna.samplers.RandomSampler(seed=seed, **o))
 SAMPLERS.add("nsga2", lambda seed, **o: optuna.samplers.NSGAIISampler(seed=seed, **o))
 SAMPLERS.add("gp", lambda seed, **o: optuna.samplers.GPSampler(seed=seed, **o))
+SAMPLERS.add("ppo", lambda seed, **o: PPOSampler(seed=seed, **o))
 
 #: Pruner factories ``(**options) -> BasePruner``.
 PRUNERS: Registry[Callable[..., optuna.pruners.BasePruner]] = Registry("pruner")
@@ -50,7 +52,8 @@ PRUNERS.add("median", optuna.pruners.MedianPruner)
 PRUNERS.add("none", optuna.pruners.NopPruner)
 
 _SAMPLER_CLASSES = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
-                    "nsga2": optuna.samplers.NSGAIISampler, "gp": optuna.samplers.GPSampler}
+                    "nsga2": optuna.samplers.NSGAIISampler, "gp": optuna.samplers.GPSampler,
+                    "ppo": PPOSampler}
 
 
 def build_sampler(name: str, options: dict[str, Any], seed: int | None) -> optuna.samplers.BaseSampler:

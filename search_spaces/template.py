@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_optuna.exceptions import ConfigError
-from nas_optuna.ops import OPS_IGNORING_STRIDE, build_aggregation, build_op
+from nas_optuna.ops import OPS_IGNORING_STRIDE, WACV2020_OPS, build_aggregation, build_op
 from nas_optuna.stems import mobilenet_v2_stem
 from search_spaces._base import SearchSpace
 
@@ -70,14 +70,7 @@ __all__ = [
 ]
 
 #: Operation choices, in the order of the authors' genotype indices.
-OPERATIONS = (
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "global_average_pool",
-    "max_pool_3x3",
-    "sep_conv_5x5_dil6",
-    "skip_connect",
-)
+OPERATIONS = WACV2020_OPS
 #: Aggregation choices, in the order of the authors' genotype indices.
 AGGREGATIONS = ("psum", "cat")
 

@@ -111,8 +111,8 @@ class _Controller(nn.Module):
         return self.heads[kind](inputs[0])
 
     def log_probs(
-        self, kinds: torch.Tensor, actions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, kinds: torch.Tensor, actions: torch.Tensor, with_entropy: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probabilities and entropies of whole action sequences, teacher-forced.
 
         One LSTM pass over the padded batch replaces ``T * B`` single steps.
@@ -122,8 +122,8 @@ class _Controller(nn.Module):
             actions: ``[T, B]`` actions (0 on padded positions).
 
         Returns:
-            ``[T, B]`` log-probabilities of ``actions`` and ``[T, B]`` entropies; padded
-            positions hold garbage for the caller to mask.
+            ``[T, B]`` log-probabilities of ``actions`` and ``[T, B]`` entropies (``None``
+            unless ``with_entropy``); padded positions hold garbage for the caller to mask.
         """
         batch = kinds.shape[1]
         table = torch.cat([embedding.weight for embedding in self.embeddings])
@@ -138,5 +138,7 @@ class _Controller(nn.Module):
         own = self._column_kind.view(1, 1, -1) == kinds.unsqueeze(-1)
         log_p = torch.log_softmax(logits.masked_fill(~own, _MASKED_LOGIT), dim=-1)
         chosen = log_p.gather(-1, flat.unsqueeze(-1)).squeeze(-1)
+        if not with_entropy:
+            return chosen, None
         entropy = -(log_p.exp() * log_p).masked_fill(~own, 0.0).sum(-1)
         return chosen, entropy

@@ -16,6 +16,8 @@ from nas_optuna.samplers._controller import _Controller
 # Advantages are divided by their buffer's standard deviation only above this spread, so
 # that a buffer of (nearly) equal rewards does not blow rounding noise up into updates.
 _MIN_STD = 1e-8
+import os
+_TRAJ = bool(os.environ.get('PPO_TRAJ'))
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,9 @@ class _Learner:
         max_grad_norm: float,
         entropy_weight: float,
         buffer_size: int,
+        batch_size: int | None,
         normalize_advantages: bool,
+        seed: int,
     ) -> None:
         self.controller = controller
         self.clip_range = clip_range
@@ -49,10 +53,13 @@ class _Learner:
         self.max_grad_norm = max_grad_norm
         self.entropy_weight = entropy_weight
         self.normalize_advantages = normalize_advantages
+        self.batch_size = batch_size
+        self.seed = seed
         self.baseline: float | None = None
         self.buffer: collections.deque[_Trajectory] = collections.deque(maxlen=buffer_size)
+        # foreach: one kernel per op over all ~40 heads instead of a Python loop over them.
         self.optimizer = torch.optim.Adam(
-            [*controller.lstm.parameters(), controller.start], lr=learning_rate
+            [*controller.lstm.parameters(), controller.start], lr=learning_rate, foreach=True
         )
         self._kinds_in_optimizer = 0
         self.n_updates = 0
@@ -75,8 +82,20 @@ class _Learner:
             std = advantages.std(unbiased=False)
             if std > _MIN_STD:
                 advantages = advantages / std
-        self._step(advantages)
+        self._step(*self._minibatch(advantages))
         self.n_updates += 1
+
+    def _minibatch(self, advantages: torch.Tensor) -> tuple[list[_Trajectory], torch.Tensor]:
+        buffer = list(self.buffer)
+        if self.batch_size is None or len(buffer) <= self.batch_size:
+            return buffer, advantages
+        # The newest trajectory and a uniform sample of the others: an unbiased estimate of
+        # the whole-buffer objective's gradient, at a fraction of the cost. The generator is
+        # seeded by the update's index, so a replay draws the same minibatches.
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.n_updates)
+        others = torch.randperm(len(buffer) - 1, generator=generator)[: self.batch_size - 1]
+        chosen = [*sorted(others.tolist()), len(buffer) - 1]
+        return [buffer[i] for i in chosen], advantages[chosen]
 
     def _register_new_kinds(self) -> None:
         # Heads are created lazily; Adam learns of them here. Adam keeps no state for a
@@ -85,8 +104,7 @@ class _Learner:
             self.optimizer.add_param_group({"params": self.controller.kind_parameters(kind)})
         self._kinds_in_optimizer = len(self.controller.kinds)
 
-    def _step(self, advantages: torch.Tensor) -> None:
-        buffer = list(self.buffer)
+    def _step(self, buffer: list[_Trajectory], advantages: torch.Tensor) -> None:
         pad = torch.nn.utils.rnn.pad_sequence
         kinds = pad([t.kinds for t in buffer])  # [T, B]
         actions = pad([t.actions for t in buffer])
@@ -94,15 +112,19 @@ class _Learner:
         lengths = torch.tensor([len(t.kinds) for t in buffer])
         mask = torch.arange(kinds.shape[0]).unsqueeze(1) < lengths.unsqueeze(0)  # [T, B]
 
-        log_probs, entropy = self.controller.log_probs(kinds, actions)
+        log_probs, entropy = self.controller.log_probs(
+            kinds, actions, with_entropy=self.entropy_weight != 0
+        )
         # One ratio per decision, every decision sharing its trajectory's advantage: a
         # trajectory-level ratio (the product over ~40 decisions) leaves the clip range
         # after tiny per-decision changes and then stops teaching anything.
         ratio = torch.exp((log_probs - old_log_probs).masked_fill(~mask, 0.0))
+        if _TRAJ:
+            ratio = torch.exp((log_probs - old_log_probs).masked_fill(~mask, 0.0).sum(0, keepdim=True)).expand_as(ratio)
         advantage = advantages.unsqueeze(0)
         clipped = torch.clamp(ratio, 1.0 - self.clip_range, 1.0 + self.clip_range)
         surrogate = torch.minimum(ratio * advantage, clipped * advantage)
-        objective = surrogate + self.entropy_weight * entropy
+        objective = surrogate if entropy is None else surrogate + self.entropy_weight * entropy
         loss = -objective.masked_fill(~mask, 0.0).sum() / mask.sum()
 
         self.optimizer.zero_grad(set_to_none=True)

@@ -122,6 +122,7 @@ class PPOSampler(BaseSampler):
         max_grad_norm: float = 2.0,
         entropy_weight: float = 0.0,
         buffer_size: int = 100,
+        batch_size: int | None = None,
         normalize_advantages: bool = True,
         fail_penalty: float | None = None,
         weights: Sequence[float] | None = None,
@@ -131,10 +132,18 @@ class PPOSampler(BaseSampler):
         num_layers: int = 2,
         init_range: float = 0.1,
     ) -> None:
+        if fallback_sampler is not None and not isinstance(fallback_sampler, BaseSampler):
+            raise TypeError(
+                f"PPOSampler: fallback_sampler must be an Optuna sampler, got {fallback_sampler!r}"
+            )
+        if weights is not None:
+            weights = [float(w) for w in weights]
         if weights is not None and mnasnet_target is not None:
             raise ValueError("PPOSampler: give either weights or mnasnet_target, not both")
         if mnasnet_target is not None and not mnasnet_target > 0:
             raise ValueError(f"PPOSampler: mnasnet_target must be > 0, got {mnasnet_target}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"PPOSampler: batch_size must be >= 1 or None, got {batch_size}")
         for name, value in (("max_int_choices", max_int_choices), ("buffer_size", buffer_size),
                             ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if value < 1:
@@ -149,9 +158,10 @@ class PPOSampler(BaseSampler):
         self._learner_options = dict(
             learning_rate=learning_rate, clip_range=clip_range, baseline_decay=baseline_decay,
             max_grad_norm=max_grad_norm, entropy_weight=entropy_weight,
-            buffer_size=buffer_size, normalize_advantages=normalize_advantages,
+            buffer_size=buffer_size, batch_size=batch_size,
+            normalize_advantages=normalize_advantages,
         )
-        self._reward_options = dict(weights=None if weights is None else list(weights),
+        self._reward_options = dict(weights=weights,
                                     mnasnet_target=mnasnet_target, mnasnet_w=mnasnet_w,
                                     fail_penalty=fail_penalty)
         self._controller_options = dict(hidden_size=hidden_size, num_layers=num_layers,
@@ -268,7 +278,7 @@ class PPOSampler(BaseSampler):
         # stored initial weights and replay its finished trials.
         init_seed = _init_seed(study, self._seed)
         self._controller = _Controller(seed=init_seed, **self._controller_options)
-        self._learner = _Learner(self._controller, **self._learner_options)
+        self._learner = _Learner(self._controller, seed=init_seed, **self._learner_options)
         self._reward = _RewardFunction(study.directions, **self._reward_options)
         self._seen = set()
         self._study_key = key
