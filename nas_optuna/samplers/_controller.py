@@ -53,12 +53,18 @@ class _Controller(nn.Module):
         self.heads = nn.ModuleList()
         self.kinds: list[tuple[str, int]] = []
         self._ids: dict[tuple[str, int], int] = {}
+        self._sizes = torch.zeros(0, dtype=torch.long)
         self._offsets = torch.zeros(0, dtype=torch.long)
-        self._column_kind = torch.zeros(0, dtype=torch.long)
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for parameter in [*self.lstm.parameters(), self.start]:
                 parameter.uniform_(-init_range, init_range, generator=generator)
+        # (w_ih, w_hh, b_ih, b_hh) per layer for step(); the optimizer updates in place.
+        self._cell_weights = [
+            tuple(getattr(self.lstm, f"{name}_l{layer}")
+                  for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            for layer in range(num_layers)
+        ]
 
     def kind_id(self, name: str, n_choices: int) -> int:
         """The id of a decision kind, creating its embedding and head on first sight."""
@@ -78,9 +84,8 @@ class _Controller(nn.Module):
         self.heads.append(head)
         self.kinds.append(key)
         self._ids[key] = len(self.kinds) - 1
-        sizes = torch.tensor([n for _, n in self.kinds])
-        self._offsets = torch.cumsum(sizes, 0) - sizes
-        self._column_kind = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+        self._sizes = torch.tensor([n for _, n in self.kinds])
+        self._offsets = torch.cumsum(self._sizes, 0) - self._sizes
         return self._ids[key]
 
     def kind_parameters(self, kind: int) -> list[nn.Parameter]:
@@ -103,9 +108,7 @@ class _Controller(nn.Module):
             rollout.hidden = [(zeros, zeros)] * self.lstm.num_layers
         # torch.lstm_cell per layer: the same arithmetic as nn.LSTM, at a fifth of the
         # per-call overhead of the module (which dominates at batch 1).
-        for layer in range(self.lstm.num_layers):
-            weights = [getattr(self.lstm, f"{name}_l{layer}")
-                       for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        for layer, weights in enumerate(self._cell_weights):
             rollout.hidden[layer] = torch.lstm_cell(inputs, rollout.hidden[layer], *weights)
             inputs = rollout.hidden[layer][0]
         return self.heads[kind](inputs[0])
@@ -133,11 +136,17 @@ class _Controller(nn.Module):
         output, _ = self.lstm(inputs)
         weight = torch.cat([head.weight for head in self.heads])
         bias = torch.cat([head.bias for head in self.heads])
-        logits = F.linear(output, weight, bias)
-        # All heads are evaluated at once; each position keeps only its own head's columns.
-        own = self._column_kind.view(1, 1, -1) == kinds.unsqueeze(-1)
-        log_p = torch.log_softmax(logits.masked_fill(~own, _MASKED_LOGIT), dim=-1)
-        chosen = log_p.gather(-1, flat.unsqueeze(-1)).squeeze(-1)
+        logits = F.linear(output, weight, bias)  # [T, B, all heads' columns]
+        # Each position keeps only its own head's columns, gathered into a [T, B, widest]
+        # block; shorter heads are padded with a logit that softmax turns into 0.
+        width = int(self._sizes.max())
+        slots = torch.arange(width)
+        own = slots < self._sizes[kinds].unsqueeze(-1)
+        columns = (self._offsets[kinds].unsqueeze(-1) + slots).clamp(max=logits.shape[-1] - 1)
+        log_p = torch.log_softmax(
+            logits.gather(-1, columns).masked_fill(~own, _MASKED_LOGIT), dim=-1
+        )
+        chosen = log_p.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         if not with_entropy:
             return chosen, None
         entropy = -(log_p.exp() * log_p).masked_fill(~own, 0.0).sum(-1)

@@ -92,10 +92,14 @@ class PPOSampler(BaseSampler):
         max_grad_norm: Gradient-norm clipping (papers: 2.0).
         entropy_weight: Weight of the mean per-decision entropy bonus (papers: none, 0).
         buffer_size: Number of most recent trials each update is computed over (papers: 100).
+        batch_size: If given, each update uses the newest trial and a random sample of the
+            rest of the buffer, ``batch_size`` trials in all (an unbiased estimate of the
+            whole buffer's gradient, drawn reproducibly) instead of the whole buffer; cheaper
+            updates for cheap objectives (see docs/benchmarks.md). ``None``: the whole buffer,
+            as in the papers.
         normalize_advantages: Divide each update's advantages by their standard deviation
-            over the buffer, which makes the step size independent of the reward's scale
-            (rewards in [0, 1] that differ by 0.01 learn as fast as rewards in the hundreds).
-            The papers do not; ``False`` restores that.
+            over the buffer. Off by default, as in the papers: Adam's steps hardly depend on
+            the scale of the gradient, hence of the rewards, anyway.
         fail_penalty: Reward of failed trials (and pruned trials without intermediate
             values), on the maximised scale, e.g. ``0.0`` as the papers score failed runs.
             ``None`` skips them.
@@ -123,7 +127,7 @@ class PPOSampler(BaseSampler):
         entropy_weight: float = 0.0,
         buffer_size: int = 100,
         batch_size: int | None = None,
-        normalize_advantages: bool = True,
+        normalize_advantages: bool = False,
         fail_penalty: float | None = None,
         weights: Sequence[float] | None = None,
         mnasnet_target: float | None = None,
