@@ -216,7 +216,9 @@ def test_every_registered_pruner_builds(name: str) -> None:
 
 
 def test_unknown_sampler_and_pruner_names() -> None:
-    with pytest.raises(UnknownNameError, match="choose one of: gp, nsga2, random, tpe"):
+    with pytest.raises(UnknownNameError) as info:
         build_sampler("cmaes-ish", {}, seed=0)
+    assert str(info.value).startswith("unknown sampler 'cmaes-ish'; choose one of: ")
+    assert all(name in str(info.value) for name in SAMPLERS.names())
     with pytest.raises(ConfigError, match="n_warmup"):
         build_pruner("median", {"n_warmup": 1})
