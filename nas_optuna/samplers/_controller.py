@@ -55,16 +55,11 @@ class _Controller(nn.Module):
         self._ids: dict[tuple[str, int], int] = {}
         self._sizes = torch.zeros(0, dtype=torch.long)
         self._offsets = torch.zeros(0, dtype=torch.long)
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed % 2**63)
         with torch.no_grad():
             for parameter in [*self.lstm.parameters(), self.start]:
                 parameter.uniform_(-init_range, init_range, generator=generator)
-        # (w_ih, w_hh, b_ih, b_hh) per layer for step(); the optimizer updates in place.
-        self._cell_weights = [
-            tuple(getattr(self.lstm, f"{name}_l{layer}")
-                  for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-            for layer in range(num_layers)
-        ]
+        self._alias_weights()
 
     def kind_id(self, name: str, n_choices: int) -> int:
         """The id of a decision kind, creating its embedding and head on first sight."""
@@ -86,32 +81,57 @@ class _Controller(nn.Module):
         self._ids[key] = len(self.kinds) - 1
         self._sizes = torch.tensor([n for _, n in self.kinds])
         self._offsets = torch.cumsum(self._sizes, 0) - self._sizes
+        self._embedding_rows.append(embedding.weight.detach())
+        self._head_weights.append((head.weight.detach(), head.bias.detach()))
         return self._ids[key]
 
     def kind_parameters(self, kind: int) -> list[nn.Parameter]:
         """The parameters owned by one decision kind (embedding and head)."""
         return [*self.embeddings[kind].parameters(), *self.heads[kind].parameters()]
 
-    @torch.no_grad()
+    def _alias_weights(self) -> None:
+        # Detached aliases of the parameters for step(): they share storage, so they see
+        # every in-place optimizer update, and ops on them record no autograd graph, which
+        # saves a no_grad context per step. Plain lists also skip nn.Module lookups.
+        self._cell_weights = [
+            tuple(getattr(self.lstm, f"{name}_l{layer}").detach()
+                  for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            for layer in range(self.lstm.num_layers)
+        ]
+        self._start = self.start.detach()
+        self._embedding_rows = [embedding.weight.detach() for embedding in self.embeddings]
+        self._head_weights = [(head.weight.detach(), head.bias.detach()) for head in self.heads]
+
+    def __getstate__(self) -> dict:
+        # Pickled aliases would come back as copies, cut off from the parameters.
+        state = self.__dict__.copy()
+        for name in ("_cell_weights", "_start", "_embedding_rows", "_head_weights"):
+            state.pop(name)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._alias_weights()
+
     def step(self, rollout: _Rollout, kind: int) -> torch.Tensor:
         """Advances ``rollout`` by one decision of ``kind``; returns that decision's logits.
 
         The caller must set ``rollout.previous`` to the chosen action before the next step.
         """
         if rollout.previous is None:
-            inputs = self.start
+            inputs = self._start
         else:
             previous_kind, action = rollout.previous
-            inputs = self.embeddings[previous_kind].weight[action].unsqueeze(0)
+            inputs = self._embedding_rows[previous_kind][action].unsqueeze(0)
         if rollout.hidden is None:
             zeros = inputs.new_zeros(1, self.hidden_size)
-            rollout.hidden = [(zeros, zeros)] * self.lstm.num_layers
+            rollout.hidden = [(zeros, zeros)] * len(self._cell_weights)
         # torch.lstm_cell per layer: the same arithmetic as nn.LSTM, at a fifth of the
         # per-call overhead of the module (which dominates at batch 1).
         for layer, weights in enumerate(self._cell_weights):
             rollout.hidden[layer] = torch.lstm_cell(inputs, rollout.hidden[layer], *weights)
             inputs = rollout.hidden[layer][0]
-        return self.heads[kind](inputs[0])
+        return F.linear(inputs[0], *self._head_weights[kind])
 
     def log_probs(
         self, kinds: torch.Tensor, actions: torch.Tensor, with_entropy: bool = True

@@ -55,10 +55,7 @@ class _Learner:
         self.seed = seed
         self.baseline: float | None = None
         self.buffer: collections.deque[_Trajectory] = collections.deque(maxlen=buffer_size)
-        # foreach: one kernel per op over all ~40 heads instead of a Python loop over them.
-        self.optimizer = torch.optim.Adam(
-            [*controller.lstm.parameters(), controller.start], lr=learning_rate, foreach=True
-        )
+        self.optimizer = _adam([*controller.lstm.parameters(), controller.start], learning_rate)
         self._kinds_in_optimizer = 0
         self.n_updates = 0
 
@@ -87,10 +84,12 @@ class _Learner:
         buffer = list(self.buffer)
         if self.batch_size is None or len(buffer) <= self.batch_size:
             return buffer, advantages
-        # The newest trajectory and a uniform sample of the others: an unbiased estimate of
-        # the whole-buffer objective's gradient, at a fraction of the cost. The generator is
-        # seeded by the update's index, so a replay draws the same minibatches.
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.n_updates)
+        # The newest trajectory and a uniform sample of the others, at a fraction of the cost
+        # of the whole buffer (the newest weighs more than in a whole-buffer update). The
+        # generator is seeded by the update's index, so a replay draws the same minibatches.
+        generator = torch.Generator().manual_seed(
+            (self.seed * 1_000_003 + self.n_updates) % 2**63
+        )
         others = torch.randperm(len(buffer) - 1, generator=generator)[: self.batch_size - 1]
         chosen = [*sorted(others.tolist()), len(buffer) - 1]
         return [buffer[i] for i in chosen], advantages[chosen]
@@ -132,7 +131,7 @@ class _Learner:
         ratio = self._ratio(log_probs, old_log_probs, mask)
         advantage = advantages[keep]
         clipped = torch.clamp(ratio, 1.0 - self.clip_range, 1.0 + self.clip_range)
-        # Averaged over the whole buffer, inactive trajectories counting as zeros.
+        # Averaged over the batch, the inactive trajectories counting as zeros.
         loss = -torch.minimum(ratio * advantage, clipped * advantage).sum() / len(buffer)
         if entropy is not None:
             loss = loss - self.entropy_weight * entropy.masked_fill(~mask, 0.0).sum() / mask.sum()
@@ -152,6 +151,15 @@ class _Learner:
         # decision ratios let stale trajectories keep pushing and learned markedly slower
         # in benchmarks/ppo_sampler.py.)
         return torch.exp((log_probs - old_log_probs).masked_fill(~mask, 0.0).sum(0))
+
+
+def _adam(parameters: list[torch.nn.Parameter], learning_rate: float) -> torch.optim.Adam:
+    try:
+        # One fused kernel over all parameters (~170 tensors with ~40 heads): a third of
+        # the time of the foreach implementation here.
+        return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
+    except RuntimeError:  # fused Adam on the CPU needs torch >= 2.4
+        return torch.optim.Adam(parameters, lr=learning_rate, foreach=True)
 
 
 def _pad(

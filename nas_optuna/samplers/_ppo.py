@@ -17,6 +17,7 @@ How the pieces fit:
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import threading
 from collections.abc import Iterator, Sequence
@@ -45,10 +46,12 @@ class PPOSampler(BaseSampler):
 
     A 2-layer LSTM emits one decision per ``suggest_*`` call, in the order the objective
     suggests them; each parameter name has its own softmax head, created when the name is
-    first seen. Categorical parameters and integer parameters with at most
+    first seen (a name that comes back with another number of choices gets another head).
+    Categorical parameters and integer parameters with at most
     ``max_int_choices`` values (linear scale, ``step`` respected) are modelled; floats,
     log-scale and wider integer ranges are delegated to ``fallback_sampler``. After each
-    finished trial the controller takes one PPO step over the last ``buffer_size`` trials.
+    finished trial the controller takes one PPO step (clipped objective, EMA baseline) over
+    trials of the buffer of the last ``buffer_size`` ones.
 
     The policy is rebuilt from the storage: every trial stores its decisions and their
     log-probabilities in its system attrs (``ppo:actions``: ``[name, action, n_choices]``
@@ -59,6 +62,11 @@ class PPOSampler(BaseSampler):
     finishing in number order (one worker, ``n_jobs=1``), replay reproduces the exact
     update sequence; with several workers the same trials are learned, possibly in another
     order in each process.
+
+    Only decisions the controller made are learned from: parameters fixed by
+    ``enqueue_trial`` or sampled by the fallback are not part of the sequence, and trials
+    added with ``add_trial`` or run by another sampler (no stored log-probabilities) are
+    skipped.
 
     Rewards (maximised): a complete trial's value, negated if minimised; a pruned trial's
     last intermediate value; failed trials (and pruned ones without intermediate values)
@@ -92,11 +100,10 @@ class PPOSampler(BaseSampler):
         max_grad_norm: Gradient-norm clipping (papers: 2.0).
         entropy_weight: Weight of the mean per-decision entropy bonus (papers: none, 0).
         buffer_size: Number of most recent trials each update is computed over (papers: 100).
-        batch_size: If given, each update uses the newest trial and a random sample of the
-            rest of the buffer, ``batch_size`` trials in all (an unbiased estimate of the
-            whole buffer's gradient, drawn reproducibly) instead of the whole buffer; cheaper
-            updates for cheap objectives (see docs/benchmarks.md). ``None``: the whole buffer,
-            as in the papers.
+        batch_size: Trials per update: the newest one and a random sample of the rest of
+            the buffer, drawn reproducibly. The default 16 learned as fast as the whole
+            buffer in the benchmark at a third of the cost (about 20 ms per trial instead of
+            45 on one CPU core). ``None``: the whole buffer, as in the papers.
         normalize_advantages: Divide each update's advantages by their standard deviation
             over the buffer. Off by default, as in the papers: Adam's steps hardly depend on
             the scale of the gradient, hence of the rewards, anyway.
@@ -126,7 +133,7 @@ class PPOSampler(BaseSampler):
         max_grad_norm: float = 2.0,
         entropy_weight: float = 0.0,
         buffer_size: int = 100,
-        batch_size: int | None = None,
+        batch_size: int | None = 16,
         normalize_advantages: bool = False,
         fail_penalty: float | None = None,
         weights: Sequence[float] | None = None,
@@ -222,13 +229,11 @@ class PPOSampler(BaseSampler):
                 rollout = self._rollouts[trial._trial_id] = _Rollout()
                 self._decisions[trial._trial_id] = []
             kind = self._controller.kind_id(param_name, len(values))
-            logits = self._controller.step(rollout, kind)
-            log_probs = torch.log_softmax(logits, dim=-1)
-            action = int(torch.multinomial(log_probs.exp(), 1, generator=self._rng))
+            logits = self._controller.step(rollout, kind).tolist()
+            uniform = float(torch.rand((), generator=self._rng))
+            action, log_prob = _sample(logits, uniform)
             rollout.previous = (kind, action)
-            self._decisions[trial._trial_id].append(
-                (param_name, action, len(values), float(log_probs[action]))
-            )
+            self._decisions[trial._trial_id].append((param_name, action, len(values), log_prob))
         return values[action]
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
@@ -293,8 +298,8 @@ class PPOSampler(BaseSampler):
         learned = 0
         for trial in new:
             self._seen.add(trial.number)
-            # The trial finished, so its after_trial has run; drop anything left over
-            # from ask-without-tell style callers.
+            # Finished: its after_trial has run, unless it was finished elsewhere (told by
+            # another process, failed as stale); either way its rollout is over.
             self._rollouts.pop(trial._trial_id, None)
             self._decisions.pop(trial._trial_id, None)
             trajectory = self._trajectory(trial)
@@ -334,6 +339,30 @@ class PPOSampler(BaseSampler):
         self._lock = threading.RLock()
         self._rng = torch.Generator()
         self._rng.set_state(rng_state)
+
+
+def _sample(logits: list[float], uniform: float) -> tuple[int, float]:
+    """Draws from ``softmax(logits)`` by inverting its CDF at ``uniform`` in [0, 1).
+
+    Plain Python: for one draw from a few dozen choices, tensor ops cost more in dispatch
+    than in arithmetic.
+
+    Returns:
+        The action and its log-probability.
+    """
+    top = max(logits)
+    weights = [math.exp(value - top) for value in logits]
+    total = sum(weights)
+    threshold = uniform * total
+    cumulative = 0.0
+    action = 0
+    for index, weight in enumerate(weights):
+        if weight > 0.0:
+            action = index  # rounding can leave threshold at the total: keep the last real
+        cumulative += weight
+        if threshold < cumulative:
+            break
+    return action, math.log(weights[action] / total)
 
 
 def _modelled_values(distribution: BaseDistribution, max_int_choices: int) -> list[Any] | None:
