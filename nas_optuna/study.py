@@ -56,7 +56,9 @@ _SAMPLER_CLASSES = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers
                     "ppo": PPOSampler}
 
 
-def build_sampler(name: str, options: dict[str, Any], seed: int | None) -> optuna.samplers.BaseSampler:
+def build_sampler(
+    name: str, options: dict[str, Any], seed: int | None
+) -> optuna.samplers.BaseSampler:
     """Builds the sampler ``name`` with its config options.
 
     Raises:
