@@ -214,3 +214,16 @@ def test_malformed_config_and_bad_arguments(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["search"])
     assert info.value.code == 2
+
+
+@pytest.mark.slow
+def test_ppo_search_runs_from_the_cli_and_resumes(tmp_path: Path, capsys) -> None:
+    raw = tiny_config_dict(tmp_path, study={"n_trials": 2}, sampler={"name": "ppo"})
+    config = _write_toml(tmp_path / "ppo.toml", raw)
+    assert main(["search", str(config)]) == 0
+    assert main(["search", str(config), "--n-trials", "3"]) == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    # Every trial carries the behaviour log-probabilities the resumed sampler learns from.
+    assert all("ppo:log_probs" in t.system_attrs for t in study.trials)
+    assert "ppo:init_seed" in study._storage.get_study_system_attrs(study._study_id)
