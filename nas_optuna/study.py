@@ -38,23 +38,18 @@ from search_spaces import SearchSpace, get_space
 __all__ = ["PRUNERS", "SAMPLERS", "build_pruner", "build_sampler", "create_study", "run_search",
            "default_cache_dir"]
 
-#: Sampler factories ``(seed, **options) -> BaseSampler``.
-SAMPLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("sampler")
-SAMPLERS.add("tpe", lambda seed, **o: optuna.samplers.TPESampler(seed=seed, **o))
-SAMPLERS.add("random", lambda seed, **o: optuna.samplers.RandomSampler(seed=seed, **o))
-SAMPLERS.add("nsga2", lambda seed, **o: optuna.samplers.NSGAIISampler(seed=seed, **o))
-SAMPLERS.add("gp", lambda seed, **o: optuna.samplers.GPSampler(seed=seed, **o))
-SAMPLERS.add("ppo", lambda seed, **o: PPOSampler(seed=seed, **o))
+#: Sampler classes, each constructed as ``cls(seed=..., **options)``.
+SAMPLERS: Registry[type[optuna.samplers.BaseSampler]] = Registry("sampler")
+SAMPLERS.add("tpe", optuna.samplers.TPESampler)
+SAMPLERS.add("random", optuna.samplers.RandomSampler)
+SAMPLERS.add("nsga2", optuna.samplers.NSGAIISampler)
+SAMPLERS.add("gp", optuna.samplers.GPSampler)
+SAMPLERS.add("ppo", PPOSampler)
 
 #: Pruner factories ``(**options) -> BasePruner``.
 PRUNERS: Registry[Callable[..., optuna.pruners.BasePruner]] = Registry("pruner")
 PRUNERS.add("median", optuna.pruners.MedianPruner)
 PRUNERS.add("none", optuna.pruners.NopPruner)
-
-_SAMPLER_CLASSES = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
-                    "nsga2": optuna.samplers.NSGAIISampler, "gp": optuna.samplers.GPSampler,
-                    "ppo": PPOSampler}
-
 
 def build_sampler(
     name: str, options: dict[str, Any], seed: int | None
@@ -65,11 +60,10 @@ def build_sampler(
         UnknownNameError: Unknown sampler.
         ConfigError: An option is not accepted.
     """
-    factory = SAMPLERS.get(name)
-    _check_options(_SAMPLER_CLASSES.get(name, factory), options, f"sampler {name!r}",
-                   exclude={"seed"})
+    sampler_class = SAMPLERS.get(name)
+    _check_options(sampler_class, options, f"sampler {name!r}", exclude={"seed"})
     try:
-        return factory(seed, **options)
+        return sampler_class(seed=seed, **options)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"sampler {name!r}: {error}") from None
 

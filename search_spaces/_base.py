@@ -71,8 +71,14 @@ class SearchSpace(abc.ABC, Generic[ArchT]):
 
     def random_architecture(self, seed: int | None = None) -> ArchT:
         """Samples one architecture uniformly at random (Optuna's RandomSampler)."""
+        # A throwaway in-memory study; its "study created" log line is noise here, and the
+        # caller's logging level is restored afterwards.
+        level = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        try:
+            study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        finally:
+            optuna.logging.set_verbosity(level)
         return self.suggest(study.ask())
 
     # --- the authors' genotype lists -----------------------------------------------
