@@ -74,6 +74,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("-n", type=int, default=10, help="number of architectures")
     sample.add_argument("--seed", type=int, default=0, help="seed of the random sampler")
     _add_build_options(sample)
+
+    spaces = commands.add_parser("spaces", help="list the registered search spaces")
+    spaces.add_argument("--json", action="store_true", help="print JSON, one space per line")
     return parser
 
 
@@ -99,7 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return {"search": _search, "describe": _describe, "sample": _sample}[args.command](args)
+        commands = {"search": _search, "describe": _describe, "sample": _sample,
+                    "spaces": _spaces}
+        return commands[args.command](args)
     except NasOptunaError as error:
         print(f"{_PROG}: error: {_one_line(error)}", file=sys.stderr)
         return 2
@@ -279,10 +284,31 @@ def _load_trial(storage: str, study_name: str, number: int):
     return trials[0], study.user_attrs
 
 
+def _spaces(args: argparse.Namespace) -> int:
+    from search_spaces import SPACES, get_space
+
+    for name in SPACES.names():
+        space = get_space(name)
+        record = {
+            "name": name,
+            "profiles": list(space.profiles),
+            "size": space.size(),
+            "stem": space.stem_id,
+            "summary": space.summary,
+        }
+        if args.json:
+            print(json.dumps(record))
+        else:
+            print(f"{name:10s} {record['size']:9.2e} architectures  profiles "
+                  f"{'/'.join(record['profiles']):13s} {record['summary']}")
+    return 0
+
+
 def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from nas_optuna.measure import measure_network
+    from nas_optuna.networks import AuxiliaryOutputs
 
     if args.n < 1:
         raise ConfigError(f"-n must be >= 1, got {args.n}")
@@ -303,7 +329,10 @@ def _sample(args: argparse.Namespace) -> int:
             network.train()
             # Batch 2: batch norm after global pooling needs more than one value per channel.
             output = network(torch.randn(2, 3, *size))
-            output.float().mean().backward()
+            auxiliary = []
+            if isinstance(output, AuxiliaryOutputs):  # training-only heads train too
+                output, auxiliary = output.logits, output.auxiliary
+            sum(o.float().mean() for o in [output, *auxiliary]).backward()
             record["output_shape"] = list(output.shape)
         except Exception as error:  # noqa: BLE001 - a broken architecture is a result here
             record["error"] = _one_line(error)

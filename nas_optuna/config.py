@@ -13,6 +13,7 @@ Shape (see ``studies/quickstart.toml``)::
     [sampler] name and the sampler's options
     [pruner]  name and the pruner's options
     [cost]    input_size and latency protocol
+    [teacher] optional knowledge-distillation teacher: space, params or genotype, checkpoint
 
 Example:
     >>> from nas_optuna.config import load_config
@@ -42,6 +43,7 @@ __all__ = [
     "NamedConfig",
     "StudyConfig",
     "StudySection",
+    "TeacherConfig",
     "TrainConfig",
     "OBJECTIVE_METRICS",
     "load_config",
@@ -113,6 +115,11 @@ class TrainConfig:
         cache_dir: Folder of the stem-feature cache (default: next to a SQLite storage,
             else ``~/.cache/nas-optuna``).
         max_grad_norm: Gradient-norm clipping of the trained network (None: off).
+        auxiliary_weight: Loss weight of each auxiliary head (CVPR 2019: 0.15).
+        distill_weight: Weight of the distillation loss when a ``[teacher]`` is set
+            (CVPR 2019: 0.3 x MSE between raw logits).
+        omit_classes: Classes left out of the reward's metrics (CVPR 2019 omits the
+            background, class 0; WACV 2020 keeps all).
     """
 
     stage1_epochs: int = 5
@@ -129,6 +136,26 @@ class TrainConfig:
     flip_views: bool = True
     cache_dir: str | None = None
     max_grad_norm: float | None = 10.0
+    auxiliary_weight: float = 0.15
+    distill_weight: float = 0.3
+    omit_classes: tuple[int, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+    """``[teacher]``: a trained network whose logits the searched networks mimic (KD).
+
+    The teacher is any architecture of any registered space (e.g. ``smp``), given by its
+    trial ``params`` or the authors' ``genotype``, with weights from ``checkpoint`` (a
+    ``state_dict``, loaded with ``weights_only=True``).
+    """
+
+    space: str
+    checkpoint: str
+    profile: str = "final"
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    genotype: list | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +180,7 @@ class StudyConfig:
     pruner: NamedConfig
     cost: CostConfig
     source: str | None = None
+    teacher: TeacherConfig | None = None
 
     def replace(self, **sections: Any) -> StudyConfig:
         """Returns a copy with some sections replaced."""
@@ -182,7 +210,7 @@ def load_config(path: str | Path) -> StudyConfig:
 def parse_config(raw: Mapping[str, Any], source: str | None = None) -> StudyConfig:
     """Validates a config already parsed into nested dicts."""
     where = f" in {source}" if source else ""
-    known = {"study", "space", "data", "train", "sampler", "pruner", "cost"}
+    known = {"study", "space", "data", "train", "sampler", "pruner", "cost", "teacher"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown table [{unknown[0]}]{where}; known: {', '.join(sorted(known))}")
@@ -208,7 +236,30 @@ def parse_config(raw: Mapping[str, Any], source: str | None = None) -> StudyConf
     sampler = _named(raw.get("sampler", {}), "sampler", where, default="tpe")
     pruner = _named(raw.get("pruner", {}), "pruner", where, default="median")
     cost = _dataclass_from(CostConfig, raw.get("cost", {}), "cost", where)
-    return StudyConfig(study, space, data, train, sampler, pruner, cost, source)
+    teacher = _teacher(raw["teacher"], where) if "teacher" in raw else None
+    return StudyConfig(study, space, data, train, sampler, pruner, cost, source, teacher)
+
+
+def _teacher(table: Mapping[str, Any], where: str) -> TeacherConfig:
+    for key in ("space", "checkpoint"):
+        if not isinstance(table.get(key), str) or not table[key]:
+            raise ConfigError(f"[teacher] needs {key} = \"...\"{where}")
+    teacher = TeacherConfig(
+        space=table["space"],
+        checkpoint=table["checkpoint"],
+        profile=table.get("profile", "final"),
+        params=table.get("params", {}),
+        genotype=table.get("genotype"),
+        options=table.get("options", {}),
+    )
+    unknown = sorted(set(table) - {f.name for f in dataclasses.fields(TeacherConfig)})
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in [teacher]{where}")
+    if not isinstance(teacher.params, Mapping) or not isinstance(teacher.options, Mapping):
+        raise ConfigError(f"[teacher] params and options must be tables{where}")
+    if bool(teacher.params) == (teacher.genotype is not None):
+        raise ConfigError(f"[teacher] needs exactly one of params or genotype{where}")
+    return teacher
 
 
 def _check_study(study: StudySection, where: str) -> None:
@@ -252,6 +303,8 @@ def _check_train(train: TrainConfig, where: str) -> None:
         raise ConfigError(f"[train] polyak_decay must be two values in [0, 1){where}")
     if train.stem_optimizer not in ("adam", "sgd"):
         raise ConfigError(f"[train] stem_optimizer must be 'adam' or 'sgd'{where}")
+    if train.auxiliary_weight < 0 or train.distill_weight < 0:
+        raise ConfigError(f"[train] auxiliary_weight and distill_weight must be >= 0{where}")
     if train.stem_weights not in ("auto", "imagenet", "warmup", "random"):
         raise ConfigError(
             f"[train] stem_weights must be one of auto, imagenet, warmup, random{where}"

@@ -12,7 +12,7 @@ import torch
 
 from nas_optuna.cost import count_macs, count_parameters, measure_latency
 from nas_optuna.cost import output_stride as measured_output_stride
-from nas_optuna.networks import StemDecoderNetwork
+from nas_optuna.networks import StemDecoderNetwork, auxiliary_modules
 
 __all__ = ["measure_network"]
 
@@ -45,9 +45,11 @@ def measure_network(network: StemDecoderNetwork, input_size: tuple[int, int], *,
     stride = getattr(network.decoder, "output_stride", None)
     if stride is None:
         stride = measured_output_stride(network, input_size)
+    # Training-only auxiliary heads are not part of the network users deploy.
+    auxiliary = sum(count_parameters(m) for m in auxiliary_modules(network))
     record: dict[str, Any] = {
-        "params_total": count_parameters(network),
-        "params_generated": count_parameters(network.decoder),
+        "params_total": count_parameters(network) - auxiliary,
+        "params_generated": count_parameters(network.decoder) - auxiliary,
         "macs": count_macs(network, probe),
         "output_stride": int(stride),
     }

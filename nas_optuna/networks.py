@@ -12,10 +12,36 @@ Training code relies only on this container, never on a particular search space.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
-__all__ = ["StemDecoderNetwork"]
+__all__ = ["AuxiliaryOutputs", "StemDecoderNetwork", "auxiliary_modules"]
+
+
+class AuxiliaryOutputs(NamedTuple):
+    """What a decoder with auxiliary heads returns in training mode.
+
+    Like torchvision's ``InceptionOutputs``: in eval mode the same decoder returns the
+    logits alone, so inference, cost measurement and export never see the heads.
+
+    Attributes:
+        logits: The main classifier's logits.
+        auxiliary: One logits tensor per auxiliary head (any resolution).
+    """
+
+    logits: torch.Tensor
+    auxiliary: list[torch.Tensor]
+
+
+def auxiliary_modules(network: nn.Module) -> list[nn.Module]:
+    """The training-only auxiliary heads of ``network`` (a decoder's ``auxiliary``).
+
+    Sizes of the inference network (``params_total``, ``params_generated``) exclude them.
+    """
+    return [m.auxiliary for m in network.modules() if getattr(m, "auxiliary", None) is not None
+            and isinstance(m.auxiliary, nn.Module)]
 
 
 class StemDecoderNetwork(nn.Module):
@@ -38,5 +64,5 @@ class StemDecoderNetwork(nn.Module):
         self.stem = stem
         self.decoder = decoder
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | AuxiliaryOutputs:
         return self.decoder(self.stem(x))

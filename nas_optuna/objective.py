@@ -99,7 +99,8 @@ class SearchObjective:
             return stage == last_stage or not trial.should_prune()
 
         result = train_architecture(network, self.data, self.config.train, device=self.device,
-                                    reporter=reporter, seed=self.seed + trial.number)
+                                    reporter=reporter, seed=self.seed + trial.number,
+                                    omit_classes=self.config.train.omit_classes)
         if result.stopped_after is not None:
             raise optuna.TrialPruned(f"pruned after stage {result.stopped_after}")
         values = {**costs, **result.final_metrics}

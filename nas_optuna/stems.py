@@ -21,11 +21,18 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["EncoderStem", "mobilenet_v2_stem", "load_imagenet_weights", "STEM_WEIGHTS"]
+__all__ = [
+    "EncoderStem",
+    "ImageStem",
+    "mobilenet_v2_stem",
+    "load_imagenet_weights",
+    "STEM_WEIGHTS",
+]
 
 #: How a stem was initialised: ``imagenet`` (pre-trained), ``warmup`` (trained on the
-#: search dataset because no ImageNet weights could be had) or ``random`` (tests).
-STEM_WEIGHTS = ("imagenet", "warmup", "random")
+#: search dataset because no ImageNet weights could be had), ``random`` (tests) or
+#: ``none`` (a stem without parameters, see :class:`ImageStem`).
+STEM_WEIGHTS = ("imagenet", "warmup", "random", "none")
 
 # Index of the MobileNet-v2 ``features`` layer that ends each output stage of smp's encoder.
 _MOBILENET_V2_STAGE_ENDS = {2: 1, 4: 3, 8: 6, 16: 13, 32: 18}
@@ -67,6 +74,25 @@ class EncoderStem(nn.Module):
             if index in self._taps:
                 outputs.append(x)
         return outputs
+
+
+class ImageStem(nn.Module):
+    """The stem of spaces that search the whole network (CAS, RSPNet, smp): no layers.
+
+    It returns the image itself as the one feature map, so stage 1 of search-time training
+    trains the whole generated network on the cached, un-augmented images and stage 2 on
+    live augmentation.
+
+    Example:
+        >>> [f.shape for f in ImageStem()(torch.zeros(1, 3, 8, 8))]
+        [torch.Size([1, 3, 8, 8])]
+    """
+
+    out_channels = (3,)
+    reductions = (1,)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [x]
 
 
 def mobilenet_v2_stem(reductions: Sequence[int]) -> EncoderStem:

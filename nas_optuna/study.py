@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 
 from nas_optuna.config import StudyConfig
 from nas_optuna.data import build_dataset
@@ -32,7 +33,12 @@ from nas_optuna.exceptions import ConfigError
 from nas_optuna.objective import SearchObjective
 from nas_optuna.registry import Registry
 from nas_optuna.samplers import PPOSampler
-from nas_optuna.training import initialise_stem, prepare_search_data, resolve_device
+from nas_optuna.training import (
+    initialise_stem,
+    load_teacher,
+    prepare_search_data,
+    resolve_device,
+)
 from search_spaces import SearchSpace, get_space
 
 __all__ = ["PRUNERS", "SAMPLERS", "build_pruner", "build_sampler", "create_study", "run_search",
@@ -149,6 +155,10 @@ def run_search(config: StudyConfig, *, callbacks: Sequence[Callable] = (),
                           "set [pruner] name = 'none'")
     space = get_space(config.space.name, **config.space.options)
     source = build_dataset(config.data.name, **config.data.options)
+    bad = [c for c in config.train.omit_classes if not 0 <= c < source.num_classes]
+    if bad:
+        raise ConfigError(f"[train] omit_classes: class {bad[0]} does not exist "
+                          f"(the dataset has {source.num_classes} classes)")
     device = resolve_device(config.train.device)
     train = config.train
     cache_dir = train.cache_dir or default_cache_dir(section.storage)
@@ -158,13 +168,16 @@ def run_search(config: StudyConfig, *, callbacks: Sequence[Callable] = (),
                                num_classes=source.num_classes, warmup_epochs=train.warmup_epochs,
                                batch_size=train.batch_size, device=device, seed=section.seed or 0)
 
+    teacher, teacher_id = _teacher(config, source.num_classes, device)
     data = prepare_search_data(
         source, build_stem=space.build_stem, stem_id=space.stem_id, initialise_stem=initialise,
         stem_weights=train.stem_weights, warmup_epochs=train.warmup_epochs,
         val_fraction=config.data.val_fraction, split_seed=config.data.split_seed,
         crop_size=config.data.crop_size, scale=config.data.scale, flip_views=train.flip_views,
         batch_size=train.batch_size, cache_dir=cache_dir, device=device, seed=section.seed or 0,
+        teacher=teacher, teacher_id=teacher_id,
     ).to(device)
+    del teacher  # its logits are cached; the search does not need it any more
 
     study = create_study(config, sampler=sampler, pruner=pruner)
     _record_study_attrs(study, config, space, source.describe(), data.stem_weights)
@@ -178,6 +191,21 @@ def run_search(config: StudyConfig, *, callbacks: Sequence[Callable] = (),
     study.optimize(objective, n_trials=remaining, timeout=section.timeout,
                    catch=(Exception,), callbacks=list(callbacks), gc_after_trial=False)
     return study
+
+
+def _teacher(config: StudyConfig, num_classes: int,
+             device: torch.device) -> tuple[torch.nn.Module | None, str | None]:
+    """The ``[teacher]`` network on ``device``, and its identifier, or (None, None)."""
+    if config.teacher is None:
+        return None, None
+    section = config.teacher
+    space = get_space(section.space, profile=section.profile, **section.options)
+    if section.genotype is not None:
+        arch = space.from_genotype(section.genotype)
+    else:
+        arch = space.from_params(section.params)
+    teacher, teacher_id = load_teacher(space, arch, num_classes, section.checkpoint)
+    return teacher.to(device), teacher_id
 
 
 def _record_study_attrs(study: optuna.Study, config: StudyConfig, space: SearchSpace,

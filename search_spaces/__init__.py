@@ -18,13 +18,15 @@ from typing import Any
 from nas_optuna.exceptions import ConfigError
 from nas_optuna.registry import Registry
 from search_spaces._base import SearchSpace
+from search_spaces.auxcell import AuxCellSpace
 from search_spaces.template import TemplateSpace
 
-__all__ = ["SPACES", "SearchSpace", "TemplateSpace", "get_space"]
+__all__ = ["SPACES", "AuxCellSpace", "SearchSpace", "TemplateSpace", "get_space"]
 
 #: Registered search spaces: name -> SearchSpace subclass.
 SPACES: Registry[type[SearchSpace]] = Registry("search space")
 SPACES.add(TemplateSpace.name, TemplateSpace)
+SPACES.add(AuxCellSpace.name, AuxCellSpace)
 
 
 def get_space(name: str, **options: Any) -> SearchSpace:

@@ -41,6 +41,8 @@ class SearchSpace(abc.ABC, Generic[ArchT]):
     stem_id: ClassVar[str]
     #: Profile name -> settings; the first entry is the default.
     profiles: ClassVar[Mapping[str, Mapping[str, Any]]]
+    #: One line for ``nas-optuna spaces``: the paper and what is searched.
+    summary: ClassVar[str] = ""
 
     def __init__(self, profile: str = "search") -> None:
         if profile not in self.profiles:
@@ -80,6 +82,15 @@ class SearchSpace(abc.ABC, Generic[ArchT]):
         finally:
             optuna.logging.set_verbosity(level)
         return self.suggest(study.ask())
+
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Number of distinct architectures in the space.
+
+        Choices that build the same network (e.g. the two inputs of a symmetric
+        aggregation given in either order) count once; the module docstring states which
+        symmetries are used, so the figure can be compared with the paper's.
+        """
 
     # --- the authors' genotype lists -----------------------------------------------
     @abc.abstractmethod

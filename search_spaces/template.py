@@ -260,6 +260,10 @@ class TemplateSpace(SearchSpace[TemplateArchitecture]):
     """
 
     name: ClassVar[str] = "template"
+    summary: ClassVar[str] = (
+        "Nekrasov et al., WACV 2020: 3 templates [op, op, aggregation] applied by 7 blocks "
+        "over MobileNet-v2's 1/4 and 1/8 outputs"
+    )
     stem_id: ClassVar[str] = "mobilenet_v2@4,8"
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "search": {"op_repeats": 1, "head_width": 48, "adapt_width": 48},
@@ -337,6 +341,23 @@ class TemplateSpace(SearchSpace[TemplateArchitecture]):
             params[f"block_{b}_template"] = block.template
             params[f"block_{b}_repeats"] = block.repeats
         return params
+
+    def size(self) -> int:
+        """Distinct architectures, with templates counted as the paper counts them.
+
+        A template's two operations are unordered (the paper's "42 unique templates": 21
+        multisets of 6 ops times 2 aggregations). A block's two locations stay ordered:
+        with repeats, the second input and the output carry forward, so the order matters.
+        Relabelling the templates (permuting their indices) is not collapsed.
+        """
+        ops = len(OPERATIONS)
+        templates = ops * (ops + 1) // 2 * len(AGGREGATIONS)
+        size = templates**self.num_templates
+        pool = len(_STEM_REDUCTIONS)
+        for b in range(self.num_blocks):
+            strides = 2 if b < self.num_blocks // 2 else 1
+            size *= (pool + b) ** 2 * self.num_templates * self.max_repeats * strides
+        return size
 
     # --- authors' genotypes ----------------------------------------------------------
     def from_genotype(self, genotype: Any) -> TemplateArchitecture:

@@ -5,6 +5,7 @@ Training knows nothing of Optuna; see :mod:`nas_optuna.training.trainer`.
 
 from nas_optuna.training.features import SearchData, cache_key, prepare_search_data
 from nas_optuna.training.stem import initialise_stem
+from nas_optuna.training.teacher import load_teacher
 from nas_optuna.training.trainer import Reporter, TrainResult, resolve_device, train_architecture
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "TrainResult",
     "cache_key",
     "initialise_stem",
+    "load_teacher",
     "prepare_search_data",
     "resolve_device",
     "train_architecture",

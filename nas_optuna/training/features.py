@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nas_optuna.data import SegmentationDataset, SegmentationSource, build_transforms, meta_split
@@ -35,7 +36,7 @@ from nas_optuna.exceptions import DatasetError
 
 __all__ = ["SearchData", "prepare_search_data", "cache_key"]
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -53,6 +54,8 @@ class SearchData:
         val_labels: Meta-val labels.
         train_dataset: Augmented meta-train view for stage 2.
         key: The cache key.
+        train_teacher_logits: A distillation teacher's logits for ``train_labels`` (float16,
+            at a quarter of the image size), or None without a teacher.
     """
 
     num_classes: int
@@ -65,6 +68,7 @@ class SearchData:
     val_labels: torch.Tensor
     train_dataset: SegmentationDataset
     key: str
+    train_teacher_logits: torch.Tensor | None = None
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -78,6 +82,9 @@ class SearchData:
             train_features=[move(f) for f in self.train_features],
             train_labels=move(self.train_labels),
             val_features=[move(f) for f in self.val_features],
+            train_teacher_logits=(
+                None if self.train_teacher_logits is None else move(self.train_teacher_logits)
+            ),
             val_images=move(self.val_images),
             val_labels=move(self.val_labels),
         )
@@ -94,6 +101,7 @@ def cache_key(
     warmup_epochs: int,
     flip_views: bool,
     seed: int = 0,
+    teacher_id: str | None = None,
 ) -> str:
     """A stable hash of everything the cached stem features depend on."""
     payload = {
@@ -107,6 +115,7 @@ def cache_key(
         "warmup_epochs": warmup_epochs if stem_weights in ("warmup", "auto") else 0,
         "flip": flip_views,
         "seed": seed,
+        "teacher": teacher_id,
     }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
@@ -129,6 +138,8 @@ def prepare_search_data(
     cache_dir: str | Path | None = None,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    teacher: nn.Module | None = None,
+    teacher_id: str | None = None,
 ) -> SearchData:
     """Splits ``source``, initialises the stem and computes (or loads) its features.
 
@@ -150,6 +161,8 @@ def prepare_search_data(
         cache_dir: Where cache files live; None disables the disk cache.
         device: Where the stem runs while computing features.
         seed: Seed of the stem's initialisation (before ImageNet weights or the warm-up).
+        teacher: A trained network (image -> logits) whose outputs on the stage-1 images are
+            cached for knowledge distillation; ``teacher_id`` names it in the cache key.
 
     Raises:
         DatasetError: The dataset is empty, too small to split, or an image is invalid.
@@ -167,6 +180,7 @@ def prepare_search_data(
         warmup_epochs=warmup_epochs,
         flip_views=flip_views,
         seed=seed,
+        teacher_id=teacher_id if teacher is not None else None,
     )
     fixed = build_transforms(train=False, crop_size=crop_size)
     train_fixed = SegmentationDataset(source, train_indices, fixed)
@@ -194,6 +208,12 @@ def prepare_search_data(
             flipped = _features(stem, train_images.flip(-1), batch_size, device)
             train_features = [torch.cat(pair) for pair in zip(train_features, flipped)]
             train_labels = torch.cat([train_labels, train_labels.flip(-1)])
+        teacher_logits = None
+        if teacher is not None:
+            teacher_logits = _teacher_logits(teacher, train_images, batch_size, device)
+            if flip_views:
+                flipped = _teacher_logits(teacher, train_images.flip(-1), batch_size, device)
+                teacher_logits = torch.cat([teacher_logits, flipped])
         cached = {
             "version": _CACHE_VERSION,
             "stem_state": {k: v.detach().cpu() for k, v in stem.state_dict().items()},
@@ -203,6 +223,7 @@ def prepare_search_data(
             "val_features": _features(stem, val_images, batch_size, device),
             "val_images": val_images.half(),
             "val_labels": val_labels,
+            "train_teacher_logits": teacher_logits,
         }
         _write_cache(path, cached)
     return SearchData(
@@ -216,6 +237,7 @@ def prepare_search_data(
         val_labels=cached["val_labels"],
         train_dataset=augmented,
         key=key,
+        train_teacher_logits=cached["train_teacher_logits"],
     )
 
 
@@ -243,6 +265,26 @@ def _features(
         batch = images[start : start + batch_size].to(device).float()
         chunks.append([f.half().cpu() for f in stem(batch)])
     return [torch.cat(parts) for parts in zip(*chunks)]
+
+
+@torch.no_grad()
+def _teacher_logits(
+    teacher: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device | str
+) -> torch.Tensor:
+    """The teacher's logits at a quarter of the image size (float16, on the CPU).
+
+    A quarter keeps the cache small (the papers' students predict at 1/4 to 1/32) while
+    staying finer than any student, whose loss resizes these to its own output.
+    """
+    teacher.eval()
+    size = tuple(-(-s // 4) for s in images.shape[-2:])
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        logits = teacher(images[start : start + batch_size].to(device).float()).float()
+        chunks.append(
+            F.interpolate(logits, size=size, mode="bilinear", align_corners=False).half().cpu()
+        )
+    return torch.cat(chunks)
 
 
 def _read_cache(path: Path | None) -> dict[str, Any] | None:

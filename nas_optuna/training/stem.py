@@ -50,11 +50,13 @@ def initialise_stem(
         lr: Warm-up learning rate.
 
     Returns:
-        ``imagenet``, ``warmup`` or ``random``.
+        ``imagenet``, ``warmup``, ``random``, or ``none`` for a stem without parameters.
 
     Raises:
         ConfigError: ``mode == "imagenet"`` and no weights can be had.
     """
+    if not any(True for _ in stem.parameters()):
+        return "none"
     if mode in ("auto", "imagenet") and isinstance(stem, EncoderStem):
         if load_imagenet_weights(stem):
             return "imagenet"

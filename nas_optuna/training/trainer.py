@@ -14,7 +14,13 @@ Procedure (WACV 2020 Sect. 4.1; CVPR 2019; ``../shared/spec/reference-semantics.
   would take a full-size first step away from the stage-1 solution (measured: stage-2
   rewards fell below stage-1 rewards on the quickstart budget).
 * Labels are nearest-downsampled to the network's output stride for the cross-entropy
-  loss (ignore 255).
+  loss (ignore 255). A decoder with auxiliary heads returns
+  :class:`~nas_optuna.networks.AuxiliaryOutputs` in training mode; each head adds its
+  cross-entropy times ``auxiliary_weight`` (CVPR 2019: 0.15).
+* Knowledge distillation (CVPR 2019): with teacher logits in the search data, stage 1 adds
+  ``distill_weight`` (0.3) x the mean squared error between the student's raw logits and
+  the teacher's, resized bilinearly to the student's size. As in the paper, the teacher's
+  outputs are precomputed for stage 1 and stage 2 does without them.
 * Polyak averaging (``torch.optim.swa_utils`` EMA, buffers included) with decay 0.9 in
   stage 1 and 0.99 in stage 2; the averaged copy is what gets validated. Training
   continues from the raw weights (the average is an evaluation copy) — our choice.
@@ -44,7 +50,7 @@ from torch.utils.data import DataLoader
 from nas_optuna.config import TrainConfig
 from nas_optuna.exceptions import TrialFailed
 from nas_optuna.metrics import ConfusionMatrix
-from nas_optuna.networks import StemDecoderNetwork
+from nas_optuna.networks import AuxiliaryOutputs, StemDecoderNetwork
 from nas_optuna.training.features import SearchData
 
 __all__ = ["Reporter", "TrainResult", "train_architecture", "resolve_device"]
@@ -156,7 +162,10 @@ def _stage1(
             if device.type == "cuda":
                 features = [f.contiguous(memory_format=torch.channels_last) for f in features]
             labels = data.train_labels[index].to(device, non_blocking=True)
-            _step(decoder, features, labels, optimiser, config, stage=1)
+            teacher = None
+            if data.train_teacher_logits is not None and config.distill_weight > 0:
+                teacher = data.train_teacher_logits[index].to(device, non_blocking=True)
+            _step(decoder, features, labels, optimiser, config, stage=1, teacher_logits=teacher)
             averaged.update_parameters(decoder)
     return averaged.module
 
@@ -213,13 +222,12 @@ def _step(
     optimisers: torch.optim.Optimizer | list[torch.optim.Optimizer],
     config: TrainConfig,
     stage: int,
+    teacher_logits: torch.Tensor | None = None,
 ) -> None:
     optimisers = optimisers if isinstance(optimisers, list) else [optimisers]
     with _autocast(labels.device):
-        logits = model(inputs)
-    loss = F.cross_entropy(
-        logits.float(), _downsample(labels, logits.shape[-2:]), ignore_index=_IGNORE_INDEX
-    )
+        outputs = model(inputs)
+    loss = _loss(outputs, labels, config, teacher_logits)
     if not torch.isfinite(loss):
         raise TrialFailed("nan_loss", f"non-finite loss {loss.item()} in stage {stage}")
     for optimiser in optimisers:
@@ -229,6 +237,34 @@ def _step(
         nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     for optimiser in optimisers:
         optimiser.step()
+
+
+def _loss(
+    outputs: torch.Tensor | AuxiliaryOutputs,
+    labels: torch.Tensor,
+    config: TrainConfig,
+    teacher_logits: torch.Tensor | None,
+) -> torch.Tensor:
+    """Cross-entropy, plus weighted auxiliary cross-entropies and distillation (CVPR 2019)."""
+    auxiliary: list[torch.Tensor] = []
+    if isinstance(outputs, AuxiliaryOutputs):
+        outputs, auxiliary = outputs.logits, outputs.auxiliary
+    logits = outputs.float()
+    loss = F.cross_entropy(logits, _downsample(labels, logits.shape[-2:]),
+                           ignore_index=_IGNORE_INDEX)
+    for extra in auxiliary:
+        extra = extra.float()
+        loss = loss + config.auxiliary_weight * F.cross_entropy(
+            extra, _downsample(labels, extra.shape[-2:]), ignore_index=_IGNORE_INDEX
+        )
+    if teacher_logits is not None:
+        # The student's raw logits mimic the teacher's, compared at the student's size.
+        target = teacher_logits.float()
+        if target.shape[-2:] != logits.shape[-2:]:
+            target = F.interpolate(target, size=logits.shape[-2:], mode="bilinear",
+                                   align_corners=False)
+        loss = loss + config.distill_weight * F.mse_loss(logits, target)
+    return loss
 
 
 def _downsample(labels: torch.Tensor, size: torch.Size) -> torch.Tensor:
