@@ -45,6 +45,7 @@ __all__ = [
     "StudySection",
     "TeacherConfig",
     "TrainConfig",
+    "COST_METRICS",
     "OBJECTIVE_METRICS",
     "load_config",
     "parse_config",
@@ -58,7 +59,12 @@ OBJECTIVE_METRICS = {
     "params_generated": "minimize",
     "macs": "minimize",
     "latency_ms": "minimize",
+    "peak_memory_mb": "minimize",
+    "penalised_reward": "maximize",
 }
+
+#: Measured costs that budgets and penalties may name (all measured before training).
+COST_METRICS = ("params_total", "params_generated", "macs", "latency_ms", "peak_memory_mb")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,12 +166,28 @@ class TeacherConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CostConfig:
-    """``[cost]``: how costs stored on every trial are measured."""
+    """``[cost]``: how costs are measured, and how they enter the search.
+
+    Attributes:
+        input_size: ``(H, W)`` at which MACs, memory and latency are measured (default:
+            the search images' size).
+        measure_latency: Measure latency on every trial.
+        latency_warmup: Untimed forwards before timing.
+        latency_repeats: Timed forwards (median and IQR are stored).
+        budget: ``{metric: limit}`` over :data:`COST_METRICS`, e.g.
+            ``{ params_generated = 300000 }``: every trial gets one Optuna constraint per
+            entry (``cost - limit``, feasible when <= 0) that TPE, NSGA-II and GP honour,
+            and an architecture over budget is rejected before any training.
+        penalty: ``{ metric, weight, reference }``: the objective ``penalised_reward`` is
+            ``reward - weight * cost / reference`` (CAS's scalarised cost).
+    """
 
     input_size: tuple[int, int] | None = None
     measure_latency: bool = True
     latency_warmup: int = 3
     latency_repeats: int = 10
+    budget: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    penalty: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,8 +258,43 @@ def parse_config(raw: Mapping[str, Any], source: str | None = None) -> StudyConf
     sampler = _named(raw.get("sampler", {}), "sampler", where, default="tpe")
     pruner = _named(raw.get("pruner", {}), "pruner", where, default="median")
     cost = _dataclass_from(CostConfig, raw.get("cost", {}), "cost", where)
+    _check_cost(cost, study, where)
     teacher = _teacher(raw["teacher"], where) if "teacher" in raw else None
     return StudyConfig(study, space, data, train, sampler, pruner, cost, source, teacher)
+
+
+def _check_cost(cost: CostConfig, study: StudySection, where: str) -> None:
+    if not isinstance(cost.budget, Mapping) or not isinstance(cost.penalty, Mapping):
+        raise ConfigError(f"[cost] budget and penalty must be tables{where}")
+    for metric, limit in cost.budget.items():
+        if metric not in COST_METRICS:
+            raise ConfigError(f"[cost] budget names unknown cost {metric!r}; choose from: "
+                              f"{', '.join(COST_METRICS)}{where}")
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0:
+            raise ConfigError(f"[cost] budget {metric} must be a positive number{where}")
+    penalised = "penalised_reward" in study.metrics
+    if cost.penalty:
+        unknown = sorted(set(cost.penalty) - {"metric", "weight", "reference"})
+        if unknown:
+            raise ConfigError(f"unknown key {unknown[0]!r} in [cost] penalty; accepted: "
+                              f"metric, weight, reference{where}")
+        if cost.penalty.get("metric") not in COST_METRICS:
+            raise ConfigError(f"[cost] penalty metric must be one of {', '.join(COST_METRICS)}"
+                              f"{where}")
+        for key in ("weight", "reference"):
+            value = cost.penalty.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"[cost] penalty {key} must be a positive number{where}")
+        if not penalised:
+            raise ConfigError(f"[cost] penalty is set, so [study] metrics must include "
+                              f"'penalised_reward'{where}")
+    elif penalised:
+        raise ConfigError(f"[study] metric 'penalised_reward' needs a [cost] penalty "
+                          f"table {{ metric, weight, reference }}{where}")
+    needs_latency = "latency_ms" in (*cost.budget, cost.penalty.get("metric"), *study.metrics)
+    if needs_latency and not cost.measure_latency:
+        raise ConfigError(f"latency_ms is used by the study, so [cost] measure_latency must "
+                          f"be true{where}")
 
 
 def _teacher(table: Mapping[str, Any], where: str) -> TeacherConfig:

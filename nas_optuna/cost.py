@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -55,6 +58,7 @@ __all__ = [
     "count_parameters",
     "device_fingerprint",
     "measure_latency",
+    "measure_peak_memory",
     "output_stride",
 ]
 
@@ -249,6 +253,84 @@ def measure_latency(
         protocol=protocol,
         samples_ms=tuple(float(s) for s in samples_ms),
     )
+
+
+class _LiveTensorBytes(TorchDispatchMode):
+    """Tracks the bytes of tensor storages created under it that are still alive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._refs: dict[int, list[int]] = {}  # storage pointer -> [views alive, bytes]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        output = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(output):
+            if not isinstance(tensor, torch.Tensor) or tensor.device.type != "cpu":
+                continue
+            storage = tensor.untyped_storage()
+            key, size = storage.data_ptr(), storage.nbytes()
+            if size == 0:
+                continue
+            if key not in self._refs:
+                self._refs[key] = [0, size]
+                self.live += size
+            self._refs[key][0] += 1
+            weakref.finalize(tensor, self._release, key)
+        self.peak = max(self.peak, self.live)
+        return output
+
+    def _release(self, key: int) -> None:
+        entry = self._refs.get(key)
+        if entry is None:
+            return
+        entry[0] -= 1
+        if entry[0] == 0:
+            self.live -= entry[1]
+            del self._refs[key]
+
+
+def measure_peak_memory(
+    module: nn.Module, input_size: tuple[int, int], *, in_channels: int = 3
+) -> int:
+    """Peak memory of one batch-1 inference forward, in bytes: weights plus activations.
+
+    Parameters and buffers count in full; activations count at their peak, i.e. the most
+    bytes of tensors created by the forward that are alive at one time (the input
+    included). On CUDA the activation peak is ``torch.cuda.max_memory_allocated`` above
+    what was allocated before the forward; on CPU it is tracked per tensor storage with a
+    dispatch mode (allocator caching and framework workspaces are not counted). Runs on
+    the module's device, in eval mode under :func:`torch.no_grad`.
+
+    Example:
+        >>> from torch import nn
+        >>> measure_peak_memory(nn.Conv2d(3, 8, 1, bias=False), (4, 4))  # weights 96 B,
+        ...                                                              # in 192 B, out 512 B
+        800
+    """
+    height, width = _validate_size(input_size)
+    _validate_positive(in_channels=in_channels)
+    reference = next(module.parameters(), None)
+    device = reference.device if reference is not None else torch.device("cpu")
+    weights = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    with _eval_mode(module), torch.no_grad():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            before = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            x = torch.randn(1, in_channels, height, width, dtype=_input_dtype(module),
+                            device=device)
+            module(x)
+            torch.cuda.synchronize(device)
+            activations = torch.cuda.max_memory_allocated(device) - before
+        else:
+            tracker = _LiveTensorBytes()
+            with tracker:
+                x = torch.randn(1, in_channels, height, width, dtype=_input_dtype(module))
+                module(x)
+            activations = tracker.peak
+    return int(weights + activations)
 
 
 def output_stride(

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from nas_optuna.cost import count_macs, count_parameters, measure_latency
+from nas_optuna.cost import count_macs, count_parameters, measure_latency, measure_peak_memory
 from nas_optuna.cost import output_stride as measured_output_stride
 from nas_optuna.networks import StemDecoderNetwork, auxiliary_modules
 
@@ -31,8 +31,9 @@ def measure_network(network: StemDecoderNetwork, input_size: tuple[int, int], *,
         latency_repeats: Timed forwards.
 
     Returns:
-        ``params_total``, ``params_generated`` (decoder only; auxiliary heads are not part
-        of the decoder), ``macs``, ``output_stride`` and, with ``latency``, ``latency_ms``
+        ``params_total``, ``params_generated`` (decoder only; training-only auxiliary
+        heads excluded), ``macs``, ``output_stride``, ``peak_memory_mb`` (weights plus peak
+        activations of a batch-1 inference, MiB) and, with ``latency``, ``latency_ms``
         and ``latency_protocol`` (with ``latency_iqr_ms`` inside).
 
     Example:
@@ -52,6 +53,7 @@ def measure_network(network: StemDecoderNetwork, input_size: tuple[int, int], *,
         "params_generated": count_parameters(network.decoder) - auxiliary,
         "macs": count_macs(network, probe),
         "output_stride": int(stride),
+        "peak_memory_mb": measure_peak_memory(network, input_size) / 2**20,
     }
     if latency:
         result = measure_latency(network, input_size, device=device, warmup=latency_warmup,

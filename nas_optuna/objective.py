@@ -4,15 +4,29 @@ It asks the search space for an architecture (define-by-run), builds the network
 stores its costs, trains it with the two-stage trainer and turns the trainer's
 ``reporter(stage, metrics)`` calls into ``trial.report`` / ``trial.should_prune``. Every
 trial carries the user attrs listed in the design (``params_total``, ``params_generated``,
-``macs``, ``latency_ms``, ``latency_protocol``, ``reward_stage1``, ``reward_stage2``,
-``miou``, ``macc``, ``fwiou``, ``output_stride``, ``genotype``, ``stem_weights``,
-``fail_reason``).
+``macs``, ``peak_memory_mb``, ``latency_ms``, ``latency_protocol``, ``reward_stage1``,
+``reward_stage2``, ``miou``, ``macc``, ``fwiou``, ``output_stride``, ``genotype``,
+``stem_weights``, ``fail_reason``).
+
+Costs enter the search three ways (``[cost]``, see :class:`~nas_optuna.config.CostConfig`):
+
+* **budget** — one Optuna constraint per budget on every trial (``cost - limit``), which
+  TPE, NSGA-II and GP honour; an architecture over budget is *rejected before training*:
+  it completes at once with quality 0 (``rejected`` user attr says why), so the sampler
+  learns the region is infeasible and no compute is spent;
+* **penalty** — the objective ``penalised_reward = reward - weight * cost / reference``
+  (CAS); the stage-1 decision uses the penalised value too;
+* **Pareto** — several objectives, e.g. ``reward`` and ``latency_ms``.
+
+Early termination after stage 1: single-objective studies report the stage-1 reward to
+Optuna's pruner; multi-objective studies, where Optuna forbids pruning, ask a
+:class:`~nas_optuna.pruners.Stage1Rule` over the stage-1 rewards earlier trials stored, and
+a stopped trial ends PRUNED with its stage-1 attrs kept.
 
 Failures: a :class:`~nas_optuna.exceptions.TrialFailed` (NaN loss, out of memory) or any
 other exception inside a trial stores ``fail_reason`` on it and re-raises, so the trial
 ends FAIL; the runner passes ``catch=(Exception,)`` to ``study.optimize`` so the study goes
-on. Multi-objective studies cannot use Optuna's pruning, so there the reporter never stops
-training (the multi-objective stage-1 rule arrives with cost-aware studies).
+on.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ import torch
 from nas_optuna.config import StudyConfig
 from nas_optuna.exceptions import TrialFailed
 from nas_optuna.measure import measure_network
+from nas_optuna.pruners import Stage1Rule
 from nas_optuna.training import SearchData, train_architecture
 from search_spaces import SearchSpace
 
@@ -40,6 +55,8 @@ class SearchObjective:
         data: Search data with cached stem features.
         config: The study config (train, cost and study sections are used).
         device: Where trials train.
+        stage1_rule: The stage-1 decision of a multi-objective study (Optuna forbids
+            pruning there); None in single-objective studies, which use the pruner.
 
     Example:
         >>> objective = SearchObjective(space, data, config, torch.device("cpu"))
@@ -47,8 +64,9 @@ class SearchObjective:
     """
 
     def __init__(self, space: SearchSpace, data: SearchData, config: StudyConfig,
-                 device: torch.device) -> None:
+                 device: torch.device, stage1_rule: Stage1Rule | None = None) -> None:
         self.space = space
+        self.stage1_rule = stage1_rule
         self.data = data
         self.config = config
         self.device = device
@@ -76,34 +94,67 @@ class SearchObjective:
         stem = self.space.build_stem()
         stem.load_state_dict(self.data.stem_state)
         network = self.space.build(arch, self.data.num_classes, stem=stem).to(self.device)
+        cost = self.config.cost
         costs = measure_network(
             network, self.cost_input_size, device=self.device,
-            latency=self.config.cost.measure_latency,
-            latency_warmup=self.config.cost.latency_warmup,
-            latency_repeats=self.config.cost.latency_repeats,
+            latency=cost.measure_latency, latency_warmup=cost.latency_warmup,
+            latency_repeats=cost.latency_repeats,
         )
         for key, value in costs.items():
             trial.set_user_attr(key, value)
+        penalty = self._penalty(costs)
+        if penalty is not None:
+            trial.set_user_attr("cost_penalty", penalty)
+        violations = self._apply_budget(trial, costs)
+        if violations:
+            # Fast rejection: the sampler learns the region is infeasible, no compute spent.
+            trial.set_user_attr("rejected", "; ".join(violations))
+            return self._objective({**costs, "reward": 0.0, "miou": 0.0}, penalty)
 
-        multi_objective = len(self.config.study.directions) > 1
         last_stage = 2 if self.config.train.stage2_epochs > 0 else 1
 
         def reporter(stage: int, metrics: Mapping[str, float]) -> bool:
             trial.set_user_attr(f"reward_stage{stage}", metrics["reward"])
             for key in ("miou", "macc", "fwiou"):
                 trial.set_user_attr(key, metrics[key])
-            if multi_objective:
-                return True
-            trial.report(metrics["reward"], step=stage)
-            # Nothing is saved by pruning after the last stage: the trial completes.
-            return stage == last_stage or not trial.should_prune()
+            if stage == last_stage:
+                return True  # nothing is saved by stopping after the last stage
+            decided = metrics["reward"] - (penalty or 0.0)
+            if self.stage1_rule is not None:  # multi-objective: Optuna cannot prune
+                earlier = Stage1Rule.earlier_rewards(trial.study, trial.number)
+                return self.stage1_rule.continues(decided, earlier, trial_number=trial.number)
+            trial.report(decided, step=stage)
+            return not trial.should_prune()
 
         result = train_architecture(network, self.data, self.config.train, device=self.device,
                                     reporter=reporter, seed=self.seed + trial.number,
                                     omit_classes=self.config.train.omit_classes)
         if result.stopped_after is not None:
-            raise optuna.TrialPruned(f"pruned after stage {result.stopped_after}")
-        values = {**costs, **result.final_metrics}
+            raise optuna.TrialPruned(f"stopped after stage {result.stopped_after}")
+        return self._objective({**costs, **result.final_metrics}, penalty)
+
+    def _penalty(self, costs: Mapping[str, Any]) -> float | None:
+        """CAS's scalarised cost: ``weight * cost / reference``, or None without a penalty."""
+        penalty = self.config.cost.penalty
+        if not penalty:
+            return None
+        return float(penalty["weight"]) * float(costs[penalty["metric"]]) / float(
+            penalty["reference"])
+
+    def _apply_budget(self, trial: optuna.Trial, costs: Mapping[str, Any]) -> list[str]:
+        """Sets one constraint per budget (feasible when <= 0); returns the violations."""
+        violations = []
+        for metric, limit in self.config.cost.budget.items():
+            value = float(costs[metric])
+            trial.set_constraint(metric, value - float(limit))
+            if value > limit:
+                violations.append(f"{metric} {value:,.6g} > budget {limit:,.6g}")
+        return violations
+
+    def _objective(self, values: Mapping[str, Any], penalty: float | None) -> float | list[float]:
+        values = dict(values)
+        if penalty is not None:
+            values["penalised_reward"] = float(values["reward"]) - penalty
         objective = [float(values[metric]) for metric in self.config.study.metrics]
         return objective[0] if len(objective) == 1 else objective
 

@@ -31,6 +31,7 @@ from nas_optuna.config import StudyConfig
 from nas_optuna.data import build_dataset
 from nas_optuna.exceptions import ConfigError
 from nas_optuna.objective import SearchObjective
+from nas_optuna.pruners import STAGE1_RULES, RunningMeanPruner, Stage1Rule
 from nas_optuna.registry import Registry
 from nas_optuna.samplers import PPOSampler
 from nas_optuna.training import (
@@ -41,8 +42,8 @@ from nas_optuna.training import (
 )
 from search_spaces import SearchSpace, get_space
 
-__all__ = ["PRUNERS", "SAMPLERS", "build_pruner", "build_sampler", "create_study", "run_search",
-           "default_cache_dir"]
+__all__ = ["PRUNERS", "SAMPLERS", "build_pruner", "build_sampler", "build_stage1_rule",
+           "create_study", "run_search", "default_cache_dir"]
 
 #: Sampler classes, each constructed as ``cls(seed=..., **options)``.
 SAMPLERS: Registry[type[optuna.samplers.BaseSampler]] = Registry("sampler")
@@ -55,7 +56,9 @@ SAMPLERS.add("ppo", PPOSampler)
 #: Pruner factories ``(**options) -> BasePruner``.
 PRUNERS: Registry[Callable[..., optuna.pruners.BasePruner]] = Registry("pruner")
 PRUNERS.add("median", optuna.pruners.MedianPruner)
+PRUNERS.add("running_mean", RunningMeanPruner)
 PRUNERS.add("none", optuna.pruners.NopPruner)
+
 
 def build_sampler(
     name: str, options: dict[str, Any], seed: int | None
@@ -74,14 +77,29 @@ def build_sampler(
         raise ConfigError(f"sampler {name!r}: {error}") from None
 
 
-def build_pruner(name: str, options: dict[str, Any]) -> optuna.pruners.BasePruner:
-    """Builds the pruner ``name`` with its config options."""
+def build_pruner(name: str, options: dict[str, Any],
+                 seed: int | None = None) -> optuna.pruners.BasePruner:
+    """Builds the pruner ``name`` with its config options (and ``seed`` if it takes one)."""
     factory = PRUNERS.get(name)
-    _check_options(factory, options, f"pruner {name!r}")
+    _check_options(factory, options, f"pruner {name!r}", exclude={"seed"})
+    if "seed" in inspect.signature(factory).parameters:
+        options = {**options, "seed": seed}
     try:
         return factory(**options)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"pruner {name!r}: {error}") from None
+
+
+def build_stage1_rule(name: str, options: dict[str, Any], seed: int | None) -> Stage1Rule:
+    """The multi-objective form of pruner ``name`` (median, running_mean or none)."""
+    PRUNERS.get(name)  # unknown names fail like everywhere else
+    if name not in STAGE1_RULES:
+        raise ConfigError(f"pruner {name!r} cannot act in a multi-objective study; use one "
+                          f"of {', '.join(STAGE1_RULES)}")
+    try:
+        return Stage1Rule(name, seed=seed, **options)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"pruner {name!r} in a multi-objective study: {error}") from None
 
 
 def _check_options(target: Any, options: dict[str, Any], what: str,
@@ -149,10 +167,14 @@ def run_search(config: StudyConfig, *, callbacks: Sequence[Callable] = (),
     """
     section = config.study
     sampler = build_sampler(config.sampler.name, dict(config.sampler.options), section.seed)
-    pruner = build_pruner(config.pruner.name, dict(config.pruner.options))
-    if len(section.directions) > 1 and config.pruner.name != "none":
-        raise ConfigError("multi-objective studies cannot use Optuna pruners; "
-                          "set [pruner] name = 'none'")
+    stage1_rule = None
+    if len(section.directions) > 1:
+        # Optuna forbids pruning here; the objective takes the same stage-1 decision.
+        stage1_rule = build_stage1_rule(config.pruner.name, dict(config.pruner.options),
+                                        section.seed)
+        pruner = optuna.pruners.NopPruner()
+    else:
+        pruner = build_pruner(config.pruner.name, dict(config.pruner.options), section.seed)
     space = get_space(config.space.name, **config.space.options)
     source = build_dataset(config.data.name, **config.data.options)
     bad = [c for c in config.train.omit_classes if not 0 <= c < source.num_classes]
@@ -187,7 +209,7 @@ def run_search(config: StudyConfig, *, callbacks: Sequence[Callable] = (),
     remaining = None if section.n_trials is None else max(section.n_trials - finished, 0)
     if remaining == 0:
         return study
-    objective = SearchObjective(space, data, config, device)
+    objective = SearchObjective(space, data, config, device, stage1_rule=stage1_rule)
     study.optimize(objective, n_trials=remaining, timeout=section.timeout,
                    catch=(Exception,), callbacks=list(callbacks), gc_after_trial=False)
     return study

@@ -19,14 +19,26 @@ from nas_optuna.exceptions import ConfigError
 from nas_optuna.registry import Registry
 from search_spaces._base import SearchSpace
 from search_spaces.auxcell import AuxCellSpace
+from search_spaces.cas import CASSpace
+from search_spaces.rspnet import RSPNetSpace
 from search_spaces.template import TemplateSpace
 
-__all__ = ["SPACES", "AuxCellSpace", "SearchSpace", "TemplateSpace", "get_space"]
+__all__ = [
+    "SPACES",
+    "AuxCellSpace",
+    "CASSpace",
+    "RSPNetSpace",
+    "SearchSpace",
+    "TemplateSpace",
+    "get_space",
+]
 
 #: Registered search spaces: name -> SearchSpace subclass.
 SPACES: Registry[type[SearchSpace]] = Registry("search space")
 SPACES.add(TemplateSpace.name, TemplateSpace)
 SPACES.add(AuxCellSpace.name, AuxCellSpace)
+SPACES.add(CASSpace.name, CASSpace)
+SPACES.add(RSPNetSpace.name, RSPNetSpace)
 
 
 def get_space(name: str, **options: Any) -> SearchSpace:

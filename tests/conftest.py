@@ -39,3 +39,29 @@ def tiny_config_dict(tmp_path: Path, **sections: dict[str, Any]) -> dict[str, An
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> StudyConfig:
     return parse_config(tiny_config_dict(tmp_path))
+
+
+def fake_trainer(stage1_rewards: list[float]) -> Any:
+    """A stand-in for ``train_architecture`` reporting fixed stage-1 rewards (+0.01 later).
+
+    Tests of the pruning and cost glue patch ``nas_optuna.objective.train_architecture``
+    with it, so the decisions are tested exactly; real training reports through the same
+    ``reporter`` callback.
+    """
+    from nas_optuna.training import TrainResult
+
+    rewards = iter(stage1_rewards)
+
+    def train(network, data, config, *, device, reporter, seed, **kwargs):  # noqa: ANN001
+        reward = next(rewards)
+        metrics = {"miou": reward, "macc": reward, "fwiou": reward, "reward": reward}
+        result = TrainResult(stage_metrics={1: metrics})
+        if not reporter(1, metrics):
+            result.stopped_after = 1
+            return result
+        final = {k: v + 0.01 for k, v in metrics.items()}
+        result.stage_metrics[2] = final
+        reporter(2, final)
+        return result
+
+    return train

@@ -20,7 +20,7 @@ from nas_optuna.study import (
     run_search,
 )
 from search_spaces import get_space
-from tests.conftest import tiny_config_dict
+from tests.conftest import fake_trainer, tiny_config_dict
 
 DESIGN_USER_ATTRS = {
     "params_total", "params_generated", "macs", "latency_ms", "latency_protocol",
@@ -121,23 +121,9 @@ def test_median_pruner_acts_at_the_stage_boundary(tmp_path: Path, monkeypatch) -
     # The trainer is replaced by one reporting fixed stage rewards, so the pruning glue is
     # tested exactly; real training reports through the same callback (tests above).
     from nas_optuna import objective as objective_module
-    from nas_optuna.training import TrainResult
 
-    stage1_rewards = iter([0.50, 0.30, 0.60, 0.55, 0.20, 0.70])
-
-    def fake_train(network, data, config, *, device, reporter, seed, **kwargs):
-        reward = next(stage1_rewards)
-        metrics = {"miou": reward, "macc": reward, "fwiou": reward, "reward": reward}
-        result = TrainResult(stage_metrics={1: metrics})
-        if not reporter(1, metrics):
-            result.stopped_after = 1
-            return result
-        final = {k: v + 0.01 for k, v in metrics.items()}
-        result.stage_metrics[2] = final
-        reporter(2, final)
-        return result
-
-    monkeypatch.setattr(objective_module, "train_architecture", fake_train)
+    monkeypatch.setattr(objective_module, "train_architecture",
+                        fake_trainer([0.50, 0.30, 0.60, 0.55, 0.20, 0.70]))
     raw = tiny_config_dict(tmp_path, study={"n_trials": 6},
                            pruner={"name": "median", "n_startup_trials": 1})
     study = run_search(parse_config(raw))

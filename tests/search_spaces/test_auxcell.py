@@ -60,12 +60,12 @@ def test_suggest_uses_documented_names_in_controller_order() -> None:
     space.suggest(trial)
     names = list(trial.params)
     expected = [f"block_{b}_input{k}" for b in range(3) for k in (1, 2)] + ["cell_op0"]
-    expected += [f"cell_layer_{l}_{k}" for l in range(3) for k in ("pos1", "pos2", "op1", "op2")]
+    expected += [f"cell_layer_{i}_{k}" for i in range(3) for k in ("pos1", "pos2", "op1", "op2")]
     # Connections come first, then the cell, as the paper's controller emits them.
     assert names == expected
     distributions = trial.distributions
     assert distributions["block_2_input1"].choices == tuple(range(6))
-    assert [distributions[f"cell_layer_{l}_pos1"].choices for l in range(3)] == [
+    assert [distributions[f"cell_layer_{i}_pos1"].choices for i in range(3)] == [
         tuple(range(2)), tuple(range(5)), tuple(range(8))
     ]
     assert distributions["cell_op0"].choices == OPERATIONS and len(OPERATIONS) == 11
