@@ -299,7 +299,9 @@ def _spaces(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(record))
         else:
-            print(f"{name:10s} {record['size']:9.2e} architectures  profiles "
+            size = record["size"]
+            shown = f"{size:,}" if size < 10**6 else f"{size:.2e}"
+            print(f"{name:10s} {shown:>9s} architectures  profiles "
                   f"{'/'.join(record['profiles']):13s} {record['summary']}")
     return 0
 

@@ -117,13 +117,14 @@ class SearchObjective:
             trial.set_user_attr(f"reward_stage{stage}", metrics["reward"])
             for key in ("miou", "macc", "fwiou"):
                 trial.set_user_attr(key, metrics[key])
+            decided = metrics["reward"] - (penalty or 0.0)
+            if self.stage1_rule is None:
+                trial.report(decided, step=stage)
             if stage == last_stage:
                 return True  # nothing is saved by stopping after the last stage
-            decided = metrics["reward"] - (penalty or 0.0)
             if self.stage1_rule is not None:  # multi-objective: Optuna cannot prune
                 earlier = Stage1Rule.earlier_rewards(trial.study, trial.number)
                 return self.stage1_rule.continues(decided, earlier, trial_number=trial.number)
-            trial.report(decided, step=stage)
             return not trial.should_prune()
 
         result = train_architecture(network, self.data, self.config.train, device=self.device,

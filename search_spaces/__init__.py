@@ -21,6 +21,7 @@ from search_spaces._base import SearchSpace
 from search_spaces.auxcell import AuxCellSpace
 from search_spaces.cas import CASSpace
 from search_spaces.rspnet import RSPNetSpace
+from search_spaces.smp import SmpSpace
 from search_spaces.template import TemplateSpace
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "CASSpace",
     "RSPNetSpace",
     "SearchSpace",
+    "SmpSpace",
     "TemplateSpace",
     "get_space",
 ]
@@ -39,6 +41,7 @@ SPACES.add(TemplateSpace.name, TemplateSpace)
 SPACES.add(AuxCellSpace.name, AuxCellSpace)
 SPACES.add(CASSpace.name, CASSpace)
 SPACES.add(RSPNetSpace.name, RSPNetSpace)
+SPACES.add(SmpSpace.name, SmpSpace)
 
 
 def get_space(name: str, **options: Any) -> SearchSpace:

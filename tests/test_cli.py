@@ -227,3 +227,48 @@ def test_ppo_search_runs_from_the_cli_and_resumes(tmp_path: Path, capsys) -> Non
     # Every trial carries the behaviour log-probabilities the resumed sampler learns from.
     assert all("ppo:log_probs" in t.system_attrs for t in study.trials)
     assert "ppo:init_seed" in study._storage.get_study_system_attrs(study._study_id)
+
+
+def test_spaces_lists_every_registered_space(capsys) -> None:
+    from search_spaces import SPACES, get_space
+
+    assert main(["spaces", "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["name"] for r in records] == SPACES.names()
+    for record in records:
+        assert record["size"] == get_space(record["name"]).size()
+        assert {"search", "final"} <= set(record["profiles"]) and record["summary"]
+
+
+@pytest.mark.parametrize(
+    ("genotype", "generated"),
+    [
+        ("ARCH0_GENOTYPE", 817_109),
+        ("ARCH1_GENOTYPE", 997_333),
+        ("ARCH2_GENOTYPE", 1_040_341),
+    ],
+)
+def test_describe_released_auxcell_architectures(capsys, genotype: str, generated: int) -> None:
+    from search_spaces import auxcell
+
+    code = main(["describe", "--space", "auxcell", "--profile", "final", "--num-classes", "21",
+                 "--genotype", json.dumps(getattr(auxcell, genotype)), "--input-size", "64", "64",
+                 "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["params_generated"] == generated
+
+
+@pytest.mark.parametrize("space", ["template", "auxcell", "cas", "rspnet", "smp"])
+def test_every_space_is_searchable_with_tpe_random_and_ppo(
+    tmp_path: Path, capsys, space: str
+) -> None:
+    raw = tiny_config_dict(tmp_path, space={"name": space, "profile": "search"})
+    config = _write_toml(tmp_path / f"{space}.toml", raw)
+    for sampler in ("tpe", "random", "ppo"):
+        code = main(["search", str(config), "--sampler", sampler, "--n-trials", "2",
+                     "--study-name", f"{space}-{sampler}", "--quiet"])
+        assert code == 0, capsys.readouterr().err
+        study = optuna.load_study(study_name=f"{space}-{sampler}",
+                                  storage=raw["study"]["storage"])
+        assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+        assert study.user_attrs["space"]["name"] == space

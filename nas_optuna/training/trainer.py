@@ -187,12 +187,12 @@ def _stage2(
             p, lr, momentum=0.9, weight_decay=weight_decay
         )
     )
-    optimisers = [
-        decoder_optimiser,
-        stem_optimiser(
-            network.stem.parameters(), lr=config.stem_lr, weight_decay=config.weight_decay
-        ),
-    ]
+    optimisers = [decoder_optimiser]
+    stem_parameters = list(network.stem.parameters())
+    if stem_parameters:  # spaces searching the whole network have an empty ImageStem
+        optimisers.append(
+            stem_optimiser(stem_parameters, lr=config.stem_lr, weight_decay=config.weight_decay)
+        )
     averaged = _averaged(network, config.polyak_decay[1])
     data.train_dataset.reseed(int(torch.randint(2**31, (1,), generator=generator)))
     loader = DataLoader(
