@@ -20,7 +20,7 @@ from torch import nn
 from nas_optuna.exceptions import ConfigError
 from nas_optuna.networks import StemDecoderNetwork
 
-__all__ = ["SearchSpace", "ArchT"]
+__all__ = ["SearchSpace", "ArchT", "genotype_index"]
 
 ArchT = TypeVar("ArchT")
 
@@ -129,3 +129,14 @@ class SearchSpace(abc.ABC, Generic[ArchT]):
     def options(self) -> dict[str, Any]:
         """JSON-able description of the space, stored on the study."""
         return {"name": self.name, "profile": self.profile}
+
+
+def genotype_index(value: Any) -> int:
+    """An index from an authors' genotype list: a non-negative integer (not a bool).
+
+    Raises:
+        ValueError: ``value`` is not one.
+    """
+    if isinstance(value, bool) or int(value) != value or int(value) < 0:
+        raise ValueError(f"{value!r} is not a non-negative index")
+    return int(value)

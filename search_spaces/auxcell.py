@@ -73,7 +73,7 @@ from nas_optuna.exceptions import ConfigError
 from nas_optuna.networks import AuxiliaryOutputs
 from nas_optuna.ops import CVPR2019_OPS, build_op
 from nas_optuna.stems import mobilenet_v2_stem
-from search_spaces._base import SearchSpace
+from search_spaces._base import SearchSpace, genotype_index
 
 __all__ = [
     "ARCH0_GENOTYPE",
@@ -369,10 +369,15 @@ class AuxCellSpace(SearchSpace[AuxCellArchitecture]):
                     f"expected {_NUM_LAYERS} cell layers and {_NUM_BLOCKS} connections"
                 )
             layers = tuple(
-                CellLayer(int(p1), int(p2), OPERATIONS[_index(o1)], OPERATIONS[_index(o2)])
+                CellLayer(
+                    int(p1),
+                    int(p2),
+                    OPERATIONS[genotype_index(o1)],
+                    OPERATIONS[genotype_index(o2)],
+                )
                 for p1, p2, o1, o2 in raw_layers
             )
-            cell = Cell(OPERATIONS[_index(op0)], layers)
+            cell = Cell(OPERATIONS[genotype_index(op0)], layers)
             connections = tuple((int(i), int(j)) for i, j in raw_connections)
         except (TypeError, ValueError, IndexError) as error:
             raise ConfigError(
@@ -410,8 +415,3 @@ def _multisets_of_two(items: int) -> int:
     """Unordered pairs drawn with replacement from ``items`` things."""
     return items * (items + 1) // 2
 
-
-def _index(value: Any) -> int:
-    if isinstance(value, bool) or int(value) != value or int(value) < 0:
-        raise ValueError(f"{value!r} is not a non-negative index")
-    return int(value)

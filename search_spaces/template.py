@@ -56,7 +56,7 @@ from torch import nn
 from nas_optuna.exceptions import ConfigError
 from nas_optuna.ops import OPS_IGNORING_STRIDE, WACV2020_OPS, build_aggregation, build_op
 from nas_optuna.stems import mobilenet_v2_stem
-from search_spaces._base import SearchSpace
+from search_spaces._base import SearchSpace, genotype_index
 
 __all__ = [
     "AGGREGATIONS",
@@ -370,7 +370,9 @@ class TemplateSpace(SearchSpace[TemplateArchitecture]):
             raw_templates, raw_blocks = genotype
             templates = tuple(
                 Template(
-                    OPERATIONS[_index(op1)], OPERATIONS[_index(op2)], AGGREGATIONS[_index(agg)]
+                    OPERATIONS[genotype_index(op1)],
+                    OPERATIONS[genotype_index(op2)],
+                    AGGREGATIONS[genotype_index(agg)],
                 )
                 for op1, op2, agg in raw_templates
             )
@@ -429,8 +431,3 @@ class TemplateSpace(SearchSpace[TemplateArchitecture]):
             arch, stem_channels=(24, 32), num_classes=num_classes, **self.settings
         )
 
-
-def _index(value: Any) -> int:
-    if isinstance(value, bool) or int(value) != value or int(value) < 0:
-        raise ValueError(f"{value!r} is not a non-negative index")
-    return int(value)

@@ -84,26 +84,6 @@ def test_include_none_false_gives_the_derived_space() -> None:
         space.from_genotype(CASSpace().to_genotype(_all_none()))
 
 
-def test_trials_rebuild_from_stored_frozen_trial_params(tmp_path) -> None:
-    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    space = CASSpace()
-    study = optuna.create_study(
-        storage=storage, study_name="cas", sampler=optuna.samplers.RandomSampler(seed=0)
-    )
-    archs = {}
-    for _ in range(4):
-        trial = study.ask()
-        archs[trial.number] = space.suggest(trial)
-        study.tell(trial, 0.5)
-    reloaded = optuna.load_study(study_name="cas", storage=storage)
-    for frozen in reloaded.trials:
-        arch = archs[frozen.number]
-        assert space.from_params(frozen.params) == arch
-        # to_params gives exactly what suggest stored, so it can seed enqueue_trial.
-        assert space.to_params(arch) == frozen.params
-    assert len(set(archs.values())) == 4
-
-
 def test_from_params_rejects_a_missing_or_invalid_parameter() -> None:
     space = CASSpace()
     params = space.to_params(space.random_architecture(seed=2))

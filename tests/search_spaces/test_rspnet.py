@@ -132,24 +132,6 @@ def test_suggest_uses_the_documented_choices() -> None:
 # --- round trips --------------------------------------------------------------------
 
 
-def test_frozen_trials_rebuild_their_architectures(tmp_path) -> None:
-    storage = f"sqlite:///{tmp_path / 'rspnet.db'}"
-    space = RSPNetSpace()
-    study = optuna.create_study(
-        storage=storage, study_name="rsp", sampler=optuna.samplers.RandomSampler(seed=0)
-    )
-    archs = {}
-    for _ in range(12):
-        trial = study.ask()
-        archs[trial.number] = space.suggest(trial)
-        study.tell(trial, 0.0)
-    for frozen in optuna.load_study(study_name="rsp", storage=storage).trials:
-        assert space.from_params(frozen.params) == archs[frozen.number]
-        assert space.to_params(archs[frozen.number]) == frozen.params
-    # Twelve random draws should have exercised both RSP settings.
-    assert {arch.rsp for arch in archs.values()} == {False, True}
-
-
 def test_genotype_round_trip() -> None:
     space = RSPNetSpace()
     genotype = [

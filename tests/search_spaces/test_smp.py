@@ -82,26 +82,6 @@ def test_final_profile_contains_the_search_choices_and_smp_defaults() -> None:
         assert max(final.widths[a]) == defaults.get(a, 256)
 
 
-def test_trials_rebuild_from_frozen_trial_params(tmp_path) -> None:
-    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    space = _space()
-    study = optuna.create_study(
-        storage=storage, study_name="s", sampler=optuna.samplers.RandomSampler(seed=1)
-    )
-    archs = {}
-    for _ in range(8):
-        trial = study.ask()
-        archs[trial.number] = space.suggest(trial)
-        study.tell(trial, 0.5)
-    for frozen in optuna.load_study(study_name="s", storage=storage).trials:
-        rebuilt = space.from_params(frozen.params)
-        assert rebuilt == archs[frozen.number]
-        assert space.to_params(rebuilt) == frozen.params
-    # Architectures are frozen (hashable, immutable).
-    with pytest.raises(AttributeError):
-        rebuilt.width = 1  # type: ignore[misc]
-
-
 def test_from_params_rejects_missing_or_foreign_values() -> None:
     space = _space()
     with pytest.raises(ConfigError):
