@@ -115,3 +115,17 @@ def test_teacher_checkpoints_are_loaded_as_data_only(tmp_path) -> None:
     space = get_space("auxcell")
     with pytest.raises(ConfigError, match="cannot read teacher checkpoint"):
         load_teacher(space, space.from_genotype(ARCH0_GENOTYPE), 4, path)
+
+
+def test_a_plain_smp_model_checkpoint_can_teach(tmp_path) -> None:
+    # A model trained with segmentation-models-pytorch directly saves the bare smp model's
+    # state_dict; the loader finds the submodule of our network it belongs to.
+    space = get_space("smp", encoder_weights="none")
+    arch = space.from_genotype(["FPN", "mobilenet_v2", 64])
+    source = space.build(arch, 4)
+    path = tmp_path / "smp_fpn.pt"
+    torch.save(source.decoder.model.state_dict(), path)
+    teacher, _ = load_teacher(space, arch, 4, path)
+    image = torch.randn(1, 3, 45, 61)
+    with torch.no_grad():
+        assert torch.equal(teacher(image), source.eval()(image))
