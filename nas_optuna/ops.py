@@ -583,7 +583,15 @@ def build_op(name: str, c_in: int, c_out: int, stride: int = 1, *, repeats: int 
     """
     factory = OPS.get(name)
     _check_positive(c_in=c_in, c_out=c_out, stride=stride, repeats=repeats)
-    return factory(c_in, c_out, stride, repeats)
+    module = factory(c_in, c_out, stride, repeats)
+    # Names the module's structure for per-operation cost tables (nas_optuna.cost_table);
+    # arguments an op ignores are normalised so that equal keys mean equal modules.
+    module.cost_key = (
+        f"op:{name}|c_in={c_in}|c_out={c_out}"
+        f"|stride={1 if name in OPS_IGNORING_STRIDE else stride}"
+        f"|repeats={repeats if name in OPS_WITH_REPEATS else 1}"
+    )
+    return module
 
 
 def build_aggregation(name: str, c_in1: int, c_in2: int, c_out: int, *, larger: bool) -> nn.Module:
@@ -607,4 +615,7 @@ def build_aggregation(name: str, c_in1: int, c_in2: int, c_out: int, *, larger: 
     """
     factory = AGGREGATIONS.get(name)
     _check_positive(c_in1=c_in1, c_in2=c_in2, c_out=c_out)
-    return factory(c_in1, c_in2, c_out, bool(larger))
+    module = factory(c_in1, c_in2, c_out, bool(larger))
+    # See build_op.
+    module.cost_key = f"agg:{name}|c_in1={c_in1}|c_in2={c_in2}|c_out={c_out}|larger={bool(larger)}"
+    return module
