@@ -10,8 +10,9 @@ the rho between the two measurements shows how far measurement noise lets any es
 
 Usage:
     python benchmarks/cost_table.py [-n 50] [--size 128 256] [--warm 10] [--spaces ...]
-        [--repeats 15] [--threads N] [--wait-quiet 1500] [--markdown docs/benchmarks_cost.md]
+        [--repeats 15] [--threads N] [--wait-quiet 1500] [--markdown section.md]
         [--json results.json]
+    python benchmarks/cost_table.py --from-json results.json [--markdown section.md]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -192,66 +194,67 @@ def _bench_space(name: str, args: argparse.Namespace, cache_dir: Path) -> dict[s
 def _markdown(results: list[dict[str, Any]], args: argparse.Namespace, meta: dict) -> str:
     height, width = args.size
     fingerprint = meta["fingerprint"]
+    threads = fingerprint["num_threads"]
     lines = [
-        "# Benchmark: per-operation latency cost tables",
-        "",
-        "Produced by `benchmarks/cost_table.py` (see `nas_optuna/cost_table.py` for the",
-        "method). Command:",
+        f"## CPU, {threads} torch thread{'s' if threads != 1 else ''}, input {height}x{width}",
         "",
         "```",
         meta["command"],
         "```",
         "",
         f"Machine: {meta['cpu_model']}, `nproc` = {meta['nproc']}; device fingerprint "
-        f"`{json.dumps(fingerprint, sort_keys=True)}`; Python {platform.python_version()}.",
-        f"Load average before the run: {meta['load_before']:.2f} "
-        f"(waited {meta['waited_s'] / 60:.1f} min for it to drop below 1.0); CPU used by "
-        "other processes during each space's run is in the last column (cores, from "
-        "`/proc/stat` minus this process).",
+        f"`{json.dumps(fingerprint, sort_keys=True)}`. Load average before the run: "
+        f"{meta['load_before']:.2f} (after waiting {meta['waited_s'] / 60:.1f} min for it "
+        "to drop below 1.0). *Other load* below is the CPU time other processes used during "
+        "each space's run, in cores (`/proc/stat` minus this process).",
         "",
-        f"Setting: search profile, input {height}x{width}, batch 1, {args.classes} classes, "
-        f"{fingerprint['num_threads']} torch threads. Each table is built from scratch "
-        f"(empty cache) with {args.warm} warming architectures (seeds {_WARM_SEED}+, "
-        f"units timed with {args.unit_warmup} warm-up + {args.unit_repeats} samples, "
-        "whole networks for the calibration like the measurements below); then "
+        f"Setting: spaces {', '.join(r['space'] for r in results)}; search profile, batch 1, "
+        f"{args.classes} classes. Each table is built from scratch (empty cache) from "
+        f"{args.warm} warming architectures (seeds {_WARM_SEED}+; units timed with "
+        f"{args.unit_warmup} warm-up + {args.unit_repeats} samples; the whole networks, for "
+        "the calibration, like the measurements below). Then "
         f"{args.n} other random architectures (seeds 0-{args.n - 1}) are estimated and "
         f"measured with `measure_latency` ({args.warmup} warm-up, {args.repeats} samples, "
-        "median), and measured a second time in a second pass.",
+        "median), and all of them are measured a second time in a second pass.",
         "",
-        "| space | archs (distinct) | Spearman rho | rho vs 2nd measurement | rho 1st vs 2nd "
-        "measurement | MdAPE | MdAPE, uncalibrated sum | MdAPE, 2nd vs 1st measurement | "
-        "measured ms min / median / max | table build | entries (after run) | estimate, new "
-        "net with known units | estimate, same net again | first estimate incl. new units "
-        "| measurement | other load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "Accuracy (estimate = calibrated table estimate; *1st*/*2nd* = the two "
+        "measurements):",
+        "",
+        "| space | archs (distinct) | Spearman rho, estimate vs 1st | estimate vs 2nd | "
+        "1st vs 2nd (noise ceiling) | MdAPE, estimate vs 1st | uncalibrated sum vs 1st | "
+        "2nd vs 1st | calibration a | measured ms min / median / max | other load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lo, mid, hi = r["measured_min_median_max"]
         lines.append(
             f"| {r['space']} | {r['n']} ({r['distinct']}) | **{r['rho']:.3f}** | "
-            f"{r['rho_remeasured']:.3f} | {r['rho_noise_ceiling']:.3f} | {r['mdape']:.1f}% | "
-            f"{r['mdape_sum']:.1f}% | {r['mdape_remeasure']:.1f}% | "
-            f"{lo:.1f} / {mid:.1f} / {hi:.1f} | {r['build_s']:.0f} s | "
-            f"{r['entries_after_build']} ({r['entries_after_run']}) | "
-            f"{r['estimate_s'] * 1e3:.1f} ms | {r['cached_estimate_s'] * 1e6:.0f} us | "
-            f"{r['first_estimate_s']:.2f} s | {r['measure_s']:.2f} s | "
+            f"{r['rho_remeasured']:.3f} | {r['rho_noise_ceiling']:.3f} | "
+            f"**{r['mdape']:.1f}%** | {r['mdape_sum']:.1f}% | {r['mdape_remeasure']:.1f}% | "
+            f"{r['calibration'][0]:.3f} | {lo:.1f} / {mid:.1f} / {hi:.1f} | "
             f"{r['other_load_cores']:.2f} |"
         )
     lines += [
         "",
-        "Columns: *Spearman rho* and *MdAPE* compare the calibrated estimate with the first "
-        "measurement (the calibration comes from the warming architectures only, so both "
-        "are held out); *rho 1st vs 2nd measurement* is the noise ceiling; *estimate, new "
-        "net with known units* is one traced forward plus the sum, *same net again* reuses "
-        "the cached trace, *first estimate incl. new units* also times the units the table "
-        "did not hold yet (median over the architectures); *measurement* is one "
-        "`measure_latency` call.",
+        "Cost (medians over the architectures):",
         "",
+        "| space | table build | entries after build (after run) | first estimate, new units "
+        "measured | estimate, new network, units known | estimate, same network again | one "
+        "measurement | measurement / estimate |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    for r in results:
+        lines.append(
+            f"| {r['space']} | {r['build_s']:.0f} s | {r['entries_after_build']} "
+            f"({r['entries_after_run']}) | {r['first_estimate_s']:.2f} s | "
+            f"{r['estimate_s'] * 1e3:.1f} ms | {r['cached_estimate_s'] * 1e6:.0f} us | "
+            f"{r['measure_s']:.2f} s | {r['measure_s'] / r['estimate_s']:.0f}x |"
+        )
+    lines.append("")
     return "\n".join(lines)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=50, help="random architectures per space")
     parser.add_argument("--size", type=int, nargs=2, default=(128, 256), metavar=("H", "W"))
@@ -266,9 +269,24 @@ def main() -> None:
     parser.add_argument("--cache-dir", help="default: a fresh temporary folder")
     parser.add_argument("--wait-quiet", type=float, default=0.0,
                         help="seconds to wait at most for a 1-min load average below 1.0")
-    parser.add_argument("--markdown", help="write the report to this file")
+    parser.add_argument("--markdown", help="write the report (a markdown section) here")
     parser.add_argument("--json", help="write all results (per architecture) to this file")
+    parser.add_argument("--from-json", help="only render the report of a saved --json file")
+    return parser
+
+
+def main() -> None:
+    parser = _parser()
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        meta = saved["meta"]
+        run_args = parser.parse_args(shlex.split(meta["command"])[2:])
+        report = _markdown(saved["results"], run_args, meta)
+        print(report)
+        if args.markdown:
+            Path(args.markdown).write_text(report)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -38,9 +38,10 @@ tensors, and the entry is ``max(0, median_unit - median_identity)`` in milliseco
 CAS's ``c'_o - c'_id``. The subtraction removes what every timed call pays whatever it
 computes -- the timer, the wrapper feeding the stored inputs and one module call -- so
 the call itself is booked separately: ``call:module`` is the overhead of one module call
-(a chain of 32 identities timed against one identity, divided by 32), counted once per
-module call outside units. Functions are timed the same way (a module calling the
-function, minus an identity), so their entry is the function's own cost.
+(a Sequential of 32 identities timed against one identity, divided by the 33 calls it
+adds), counted once per module call outside units. Functions are timed the same way (a
+module calling the function, minus an identity), so their entry is the function's own
+cost.
 
 Calibration. What units still miss -- the Python code of the containers, the per-forward
 overhead, the caches a whole network misses where a unit timed alone hits -- is
@@ -66,6 +67,13 @@ Entries missing from the table are measured when an estimate needs them and adde
 table fills as a search goes and each unit is measured once. The trace of a network is
 cached per network object (weakly), so estimating the same network again costs a few
 microseconds; a new network costs one traced forward plus its missing units.
+
+Measured (``benchmarks/cost_table.py``, ``docs/benchmarks_cost.md``): on a 2-core CPU at
+128x256, 50 random architectures per space, Spearman's rho between estimate and
+measurement is 0.90-0.99 in all five registered spaces (0.96-0.995 with one thread),
+about the rank agreement of two measurements of the same networks; the median absolute
+percentage error is 3-7% (one case 11.5%); estimating a network whose units are known
+costs one traced forward, 19-36 times less than one measurement.
 
 Example:
     >>> from search_spaces import get_space
@@ -241,7 +249,7 @@ class _FunctionCall(nn.Module):
 
 
 class _CallOverhead(nn.Module):
-    """``_CALL_CHAIN`` empty module calls: the overhead of calling a module, times 32."""
+    """``_CALL_CHAIN`` identities in a Sequential: 33 module calls that compute nothing."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -495,8 +503,8 @@ def _measure_call_overhead(*, device: torch.device | str, warmup: int, repeats: 
         warmup=warmup,
         repeats=repeats,
     )
-    # The chain replaces the identity's one call by 1 + _CALL_CHAIN calls.
-    return chain / _CALL_CHAIN
+    # Against one identity, the chain adds its Sequential's call and _CALL_CHAIN identities.
+    return chain / (_CALL_CHAIN + 1)
 
 
 def unit_cost(
