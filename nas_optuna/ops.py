@@ -83,6 +83,8 @@ __all__ = [
     "OpFactory",
     "build_aggregation",
     "build_op",
+    "conv_bn_relu",
+    "resize",
 ]
 
 OpFactory = Callable[[int, int, int, int], nn.Module]
@@ -103,14 +105,19 @@ AGGREGATIONS: Registry[AggregationFactory] = Registry("aggregation")
 # --------------------------------------------------------------------------------------
 
 
-def _conv_bn_relu(
+def conv_bn_relu(
     c_in: int,
     c_out: int,
     kernel_size: int | tuple[int, int] = 1,
     stride: int | tuple[int, int] = 1,
     dilation: int = 1,
 ) -> nn.Sequential:
-    """Conv (no bias, "same" padding) -> BN -> ReLU."""
+    """Conv (no bias, "same" padding) -> BN -> ReLU: the layer every space's glue uses.
+
+    Example:
+        >>> conv_bn_relu(24, 48)(torch.zeros(1, 24, 8, 8)).shape
+        torch.Size([1, 48, 8, 8])
+    """
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     padding = (dilation * (kh // 2), dilation * (kw // 2))
     return nn.Sequential(
@@ -159,7 +166,7 @@ def _tile_factor(c_in: int, c_out: int, op: str) -> int:
     return c_out // c_in
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize to ``size``; a no-op when the size already matches."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -177,7 +184,7 @@ class _GlobalAveragePool(nn.Module):
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
-        self.conv = _conv_bn_relu(c_in, c_out)
+        self.conv = conv_bn_relu(c_in, c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = x.mean(dim=(2, 3), keepdim=True)
@@ -230,14 +237,14 @@ class _PooledConv(nn.Module):
         super().__init__()
         self.stride = stride
         self.convs = nn.Sequential(
-            *(_conv_bn_relu(c_in if i == 0 else c_out, c_out, 3) for i in range(units))
+            *(conv_bn_relu(c_in if i == 0 else c_out, c_out, 3) for i in range(units))
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         target = _strided_size(x, self.stride)
         # Ceil mode keeps the last row/column of odd inputs and lets 1x1 inputs through.
         pooled = F.avg_pool2d(x, 2, stride=2, ceil_mode=True, count_include_pad=False)
-        return _resize(self.convs(pooled), target)
+        return resize(self.convs(pooled), target)
 
 
 class _ResidualSPP(nn.Module):
@@ -249,7 +256,7 @@ class _ResidualSPP(nn.Module):
         self.shortcut: nn.Module = (
             nn.Identity() if c_in == c_out and stride == 1 else _projection(c_in, c_out, stride)
         )
-        self.encode = _conv_bn_relu(c_in, c_out)
+        self.encode = conv_bn_relu(c_in, c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.shortcut(x)
@@ -257,7 +264,7 @@ class _ResidualSPP(nn.Module):
         # Shrink the window on inputs smaller than it, so the op works at any size.
         kernel = (min(self.window, h), min(self.window, w))
         context = F.avg_pool2d(x, kernel, stride=kernel, ceil_mode=True)
-        return out + _resize(self.encode(context), tuple(out.shape[-2:]))
+        return out + resize(self.encode(context), tuple(out.shape[-2:]))
 
     def extra_repr(self) -> str:
         return f"window={self.window}"
@@ -270,15 +277,15 @@ class _AdaptResize(nn.Module):
         super().__init__()
         self.larger = larger
         # No module at all for matching inputs: the released parameter counts rely on it.
-        self.adapt1: nn.Module = nn.Identity() if c_in1 == c_out else _conv_bn_relu(c_in1, c_out)
-        self.adapt2: nn.Module = nn.Identity() if c_in2 == c_out else _conv_bn_relu(c_in2, c_out)
+        self.adapt1: nn.Module = nn.Identity() if c_in1 == c_out else conv_bn_relu(c_in1, c_out)
+        self.adapt2: nn.Module = nn.Identity() if c_in2 == c_out else conv_bn_relu(c_in2, c_out)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.adapt1(x), self.adapt2(y)
         pick = max if self.larger else min
         # Per dimension, so inputs of different aspect ratios still get one common size.
         size = (pick(x.shape[-2], y.shape[-2]), pick(x.shape[-1], y.shape[-1]))
-        return _resize(x, size), _resize(y, size)
+        return resize(x, size), resize(y, size)
 
     def extra_repr(self) -> str:
         return f"larger={self.larger}"
@@ -329,7 +336,7 @@ def _conv_op(
 ) -> nn.Module:
     """Nekrasov conv: one Conv-BN-ReLU; ignores ``repeats``."""
     del repeats
-    return _conv_bn_relu(c_in, c_out, kernel_size, stride, dilation)
+    return conv_bn_relu(c_in, c_out, kernel_size, stride, dilation)
 
 
 def _sep_conv_op(
@@ -403,7 +410,7 @@ def _conv_stack_op(
     del repeats
     return nn.Sequential(
         *(
-            _conv_bn_relu(
+            conv_bn_relu(
                 c_in if i == 0 else c_out, c_out, kernel_size, stride if i == 0 else 1, dilation
             )
             for i in range(units)

@@ -66,12 +66,11 @@ from typing import Any, ClassVar
 
 import optuna
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas_optuna.exceptions import ConfigError
 from nas_optuna.networks import AuxiliaryOutputs
-from nas_optuna.ops import CVPR2019_OPS, build_op
+from nas_optuna.ops import CVPR2019_OPS, build_op, conv_bn_relu, resize
 from nas_optuna.stems import mobilenet_v2_stem
 from search_spaces._base import SearchSpace, genotype_index
 
@@ -171,14 +170,6 @@ class _Cell(nn.Module):
         return sum(features[n] for n in self.output_nodes)  # type: ignore[return-value]
 
 
-def _conv1x1_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
-
-
-def _resize(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
-    if x.shape[-2:] == size:
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class _Block(nn.Module):
@@ -188,7 +179,7 @@ class _Block(nn.Module):
         super().__init__()
         self.inputs = inputs
         self.cells = nn.ModuleList(_Cell(cell, width, op_repeats) for _ in inputs)
-        self.projections = nn.ModuleList(_conv1x1_bn_relu(width, width) for _ in inputs)
+        self.projections = nn.ModuleList(conv_bn_relu(width, width) for _ in inputs)
 
     def forward(self, pool: list[torch.Tensor]) -> torch.Tensor:
         branches = [
@@ -196,7 +187,7 @@ class _Block(nn.Module):
             for i, cell, projection in zip(self.inputs, self.cells, self.projections)
         ]
         size = max((b.shape[-2:] for b in branches), key=lambda s: s[0] * s[1])
-        return sum(_resize(b, size) for b in branches)  # type: ignore[return-value]
+        return sum(resize(b, size) for b in branches)  # type: ignore[return-value]
 
 
 class _AuxiliaryHead(nn.Module):
@@ -232,7 +223,7 @@ class AuxCellDecoder(nn.Module):
         auxiliary: str = "cell",
     ) -> None:
         super().__init__()
-        self.adapt = nn.ModuleList(_conv1x1_bn_relu(c, width) for c in _ENCODER_CHANNELS)
+        self.adapt = nn.ModuleList(conv_bn_relu(c, width) for c in _ENCODER_CHANNELS)
         reductions = list(_ENCODER_REDUCTIONS)
         blocks = []
         for pair in arch.connections:
@@ -245,7 +236,7 @@ class AuxCellDecoder(nn.Module):
         self.output_stride = min(reductions[i] for i in self.head_inputs)
         self.head = nn.Sequential(
             nn.ReLU(),
-            _conv1x1_bn_relu(width * len(self.head_inputs), width),
+            conv_bn_relu(width * len(self.head_inputs), width),
             nn.Conv2d(width, num_classes, 3, padding=1, bias=True),
         )
         #: Training-only heads; excluded from ``params_generated`` and from inference.
@@ -262,7 +253,7 @@ class AuxCellDecoder(nn.Module):
             pool.append(block(pool))
         outputs = [pool[i] for i in self.head_inputs]
         size = max((o.shape[-2:] for o in outputs), key=lambda s: s[0] * s[1])
-        logits = self.head(torch.cat([_resize(o, size) for o in outputs], dim=1))
+        logits = self.head(torch.cat([resize(o, size) for o in outputs], dim=1))
         if not self.training or self.auxiliary is None:
             return logits
         offset = len(_ENCODER_REDUCTIONS)

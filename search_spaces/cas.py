@@ -100,11 +100,10 @@ from typing import Any, ClassVar
 
 import optuna
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas_optuna.exceptions import ConfigError
-from nas_optuna.ops import CAS_BACKBONE_OPS, CAS_MS_OPS, build_op
+from nas_optuna.ops import CAS_BACKBONE_OPS, CAS_MS_OPS, build_op, conv_bn_relu, resize
 from nas_optuna.stems import ImageStem
 from search_spaces._base import SearchSpace
 
@@ -286,18 +285,6 @@ def _fixed_cells(lengths: Sequence[int], num_ops: int, allow_none: bool, num_inp
 # --------------------------------------------------------------------------------------
 
 
-def _conv_bn_relu(c_in: int, c_out: int, kernel_size: int = 1, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
-
-
-def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 class _CellGraph(nn.Module):
@@ -323,7 +310,7 @@ class _CellGraph(nn.Module):
         for sources, ops in zip(self.sources, self.edge_ops):
             out: torch.Tensor | None = None
             for source, op in zip(sources, ops):
-                y = _resize(op(states[source]), size)
+                y = resize(op(states[source]), size)
                 out = y if out is None else out + y
             if out is None:
                 # Both edges are None: the node is zeros of the cell's shape.
@@ -350,7 +337,7 @@ class _BackboneCell(nn.Module):
         projections = []
         for channels, stride, from_cell in inputs:
             if from_cell or channels != width or stride != 1:
-                projections.append(_conv_bn_relu(channels, width, 1, stride))
+                projections.append(conv_bn_relu(channels, width, 1, stride))
             else:
                 projections.append(nn.Identity())
         self.project = nn.ModuleList(projections)
@@ -378,7 +365,7 @@ class _MultiScaleCell(nn.Module):
         def edge(source: int, op: str) -> nn.Module:
             op_module = build_op(op, width, width, 1)
             if source < _NUM_INPUTS:
-                return nn.Sequential(_conv_bn_relu(in_channels[source], width), op_module)
+                return nn.Sequential(conv_bn_relu(in_channels[source], width), op_module)
             return op_module
 
         self.graph = _CellGraph(design, edge, width)
@@ -386,7 +373,7 @@ class _MultiScaleCell(nn.Module):
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         size = (max(low.shape[-2], high.shape[-2]), max(low.shape[-1], high.shape[-1]))
-        return self.graph.run([_resize(low, size), _resize(high, size)], size)
+        return self.graph.run([resize(low, size), resize(high, size)], size)
 
 
 class CASDecoder(nn.Module):
@@ -417,7 +404,7 @@ class CASDecoder(nn.Module):
         super().__init__()
         layers, c_in = [], 3
         for width, stride in zip(stem, STEM_STRIDES, strict=True):
-            layers.append(_conv_bn_relu(c_in, width, 3, stride))
+            layers.append(conv_bn_relu(c_in, width, 3, stride))
             c_in = width
         self.stem = nn.ModuleList(layers)
         # (channels, reduction, is a cell output) of the two latest layers.

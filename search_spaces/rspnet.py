@@ -108,11 +108,10 @@ from typing import Any, ClassVar
 
 import optuna
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas_optuna.exceptions import ConfigError
-from nas_optuna.ops import RSP_OPS, build_op
+from nas_optuna.ops import RSP_OPS, build_op, resize
 from nas_optuna.stems import ImageStem
 from search_spaces._base import SearchSpace
 
@@ -178,11 +177,6 @@ class RSPNetArchitecture:
 # --------------------------------------------------------------------------------------
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == size:
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
 
 class _PathAttention(nn.Module):
     """The derived PAM: 1x1 conv and resize of each chosen input, sum, BN -> ReLU."""
@@ -198,9 +192,9 @@ class _PathAttention(nn.Module):
             # A bias-free 1x1 conv and a bilinear resize are both linear and commute, so
             # convolve at whichever of the two resolutions is smaller.
             if x.shape[-2] * x.shape[-1] > size[0] * size[1]:
-                y = projection(_resize(x, size))
+                y = projection(resize(x, size))
             else:
-                y = _resize(projection(x), size)
+                y = resize(projection(x), size)
             total = y if total is None else total + y
         assert total is not None  # every used layer has at least one input
         return self.norm(total)

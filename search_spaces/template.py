@@ -50,11 +50,17 @@ from typing import Any, ClassVar
 
 import optuna
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas_optuna.exceptions import ConfigError
-from nas_optuna.ops import OPS_IGNORING_STRIDE, WACV2020_OPS, build_aggregation, build_op
+from nas_optuna.ops import (
+    OPS_IGNORING_STRIDE,
+    WACV2020_OPS,
+    build_aggregation,
+    build_op,
+    conv_bn_relu,
+    resize,
+)
 from nas_optuna.stems import mobilenet_v2_stem
 from search_spaces._base import SearchSpace, genotype_index
 
@@ -169,9 +175,6 @@ class _Block(nn.Module):
         return x2
 
 
-def _conv1x1_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
-
 
 class TemplateDecoder(nn.Module):
     """The generated part of a template-space network."""
@@ -191,7 +194,7 @@ class TemplateDecoder(nn.Module):
             self.adapt = nn.ModuleList(nn.Identity() for _ in stem_channels)
             channels = list(stem_channels)
         else:
-            self.adapt = nn.ModuleList(_conv1x1_bn_relu(c, adapt_width) for c in stem_channels)
+            self.adapt = nn.ModuleList(conv_bn_relu(c, adapt_width) for c in stem_channels)
             channels = [adapt_width] * len(stem_channels)
         # Reductions relative to the input image, tracked to know the output stride
         # without a forward pass (strides can compound to more than the input size).
@@ -230,7 +233,7 @@ class TemplateDecoder(nn.Module):
         head_channels = sum(channels[i] for i in self.head_inputs)
         self.head = nn.Sequential(
             nn.ReLU(),
-            _conv1x1_bn_relu(head_channels, head_width),
+            conv_bn_relu(head_channels, head_width),
             nn.Conv2d(head_width, num_classes, 3, padding=1, bias=True),
         )
 
@@ -240,12 +243,7 @@ class TemplateDecoder(nn.Module):
             pool.append(block(pool))
         outputs = [pool[i] for i in self.head_inputs]
         size = max((o.shape[-2:] for o in outputs), key=lambda s: s[0] * s[1])
-        outputs = [
-            o
-            if o.shape[-2:] == size
-            else F.interpolate(o, size=size, mode="bilinear", align_corners=False)
-            for o in outputs
-        ]
+        outputs = [resize(o, tuple(size)) for o in outputs]
         return self.head(torch.cat(outputs, dim=1))
 
 

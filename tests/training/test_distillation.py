@@ -77,15 +77,33 @@ def test_teacher_logits_are_cached_for_every_stage1_sample(tmp_path, teacher_che
     assert logits.shape == (len(data.train_labels), 4, 8, 12)
 
 
-def test_search_with_a_teacher_distils_and_records_it(tmp_path, teacher_checkpoint) -> None:
+def test_search_with_a_teacher_distils_in_stage1_only(
+    tmp_path, teacher_checkpoint, monkeypatch
+) -> None:
+    from nas_optuna.training import trainer
+
+    seen: list[tuple[int, bool]] = []  # (stage, teacher logits given)
+    real_step = trainer._step
+
+    def recording_step(model, inputs, labels, optimisers, config, stage, teacher_logits=None):
+        seen.append((stage, teacher_logits is not None))
+        if teacher_logits is not None:  # the teacher's maps match the batch
+            assert teacher_logits.shape[0] == labels.shape[0]
+        return real_step(model, inputs, labels, optimisers, config, stage, teacher_logits)
+
+    monkeypatch.setattr(trainer, "_step", recording_step)
     path, genotype = teacher_checkpoint
     raw = tiny_config_dict(tmp_path, study={"n_trials": 2})
     raw["teacher"] = {"space": "auxcell", "profile": "search", "genotype": genotype,
                       "checkpoint": str(path)}
     study = run_search(parse_config(raw))
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
-    # The cache file holds the teacher's logits, so its key names the teacher.
-    assert any((tmp_path / "cache").glob("stem-features-*.pt"))
+    # Every stage-1 step distils, no stage-2 step does (the paper's schedule).
+    assert {given for stage, given in seen if stage == 1} == {True}
+    assert {given for stage, given in seen if stage == 2} == {False}
+    cached = torch.load(next((tmp_path / "cache").glob("stem-features-*.pt")),
+                        weights_only=True)
+    assert cached["train_teacher_logits"] is not None
 
 
 @pytest.mark.parametrize(
