@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -37,57 +36,20 @@ from nas_optuna.cost import device_fingerprint, measure_latency
 from nas_optuna.cost_table import build_cost_table
 from search_spaces import SPACES, get_space
 
+if str(Path(__file__).resolve().parent) not in sys.path:  # helpers beside this script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import OtherLoad, cpu_model, loadavg  # noqa: E402
+
 _WARM_SEED = 10_000  # warming architectures never appear among the compared ones
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _loadavg() -> float:
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except OSError:
-        return float("nan")
-
-
-class _OtherLoad:
-    """Average number of cores busy with *other* processes since the last ``reset``."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    @staticmethod
-    def _busy_seconds() -> float:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-    def reset(self) -> None:
-        own = os.times()
-        self._start = (time.perf_counter(), self._busy_seconds(), own.user + own.system)
-
-    def cores(self) -> float:
-        wall0, busy0, own0 = self._start
-        own = os.times()
-        wall = time.perf_counter() - wall0
-        others = (self._busy_seconds() - busy0) - (own.user + own.system - own0)
-        return max(0.0, others / wall) if wall > 0 else float("nan")
 
 
 def _wait_quiet(limit_s: float, threshold: float = 1.0) -> float:
     started = time.monotonic()
-    load = _loadavg()
+    load = loadavg()
     while load >= threshold and time.monotonic() - started < limit_s:
         print(f"load {load:.2f} >= {threshold}; waiting", flush=True)
         time.sleep(30)
-        load = _loadavg()
+        load = loadavg()
     return load
 
 
@@ -98,7 +60,7 @@ def _mdape(estimates: np.ndarray, measured: np.ndarray) -> float:
 def _bench_space(name: str, args: argparse.Namespace, cache_dir: Path) -> dict[str, Any]:
     space = get_space(name, profile="search")
     size = tuple(args.size)
-    load = _OtherLoad()
+    load = OtherLoad()
     started = time.perf_counter()
     table = build_cost_table(
         space,
@@ -291,7 +253,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     waited = time.monotonic()
-    load_before = _wait_quiet(args.wait_quiet) if args.wait_quiet > 0 else _loadavg()
+    load_before = _wait_quiet(args.wait_quiet) if args.wait_quiet > 0 else loadavg()
     waited = time.monotonic() - waited
     names = args.spaces or SPACES.names()
     print(f"spaces: {', '.join(names)}; load {load_before:.2f}", flush=True)
@@ -300,12 +262,12 @@ def main() -> None:
         results = [_bench_space(name, args, cache_dir) for name in names]
     meta = {
         "command": "python " + " ".join(sys.argv),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "nproc": os.cpu_count(),
         "fingerprint": device_fingerprint("cpu"),
         "load_before": load_before,
         "waited_s": waited,
-        "load_after": _loadavg(),
+        "load_after": loadavg(),
     }
     report = _markdown(results, args, meta)
     print(report)

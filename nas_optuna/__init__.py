@@ -28,7 +28,8 @@ __version__ = "0.1.0"
 # The runner imports search_spaces, which imports nas_optuna.ops; resolving these names
 # on first use keeps ``import search_spaces`` from re-entering a half-imported package.
 _LAZY = {"PRUNERS": "nas_optuna.study", "SAMPLERS": "nas_optuna.study",
-         "create_study": "nas_optuna.study", "run_search": "nas_optuna.study"}
+         "create_study": "nas_optuna.study", "run_search": "nas_optuna.study",
+         "retrain_study": "nas_optuna.retrain", "export_model": "nas_optuna.export"}
 
 __all__ = [
     "PRUNERS",
@@ -40,8 +41,10 @@ __all__ = [
     "TrialFailed",
     "UnknownNameError",
     "create_study",
+    "export_model",
     "load_config",
     "parse_config",
+    "retrain_study",
     "run_search",
 ]
 

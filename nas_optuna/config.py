@@ -6,7 +6,8 @@ for unknown keys and wrong types, so a typo fails at once with a one-line
 
 Shape (see ``studies/quickstart.toml``)::
 
-    [study]   name, storage, directions, metrics, n_trials, timeout, seed
+    [study]   name, storage, directions, metrics, n_trials, timeout, seed, heartbeat_interval,
+              grace_period, max_retry
     [space]   name, profile, and the space's own options
     [data]    name, val_fraction, split_seed, crop_size, and the dataset's own options
     [train]   epochs, batch size, learning rates, Polyak decays, device, stem weights
@@ -14,6 +15,8 @@ Shape (see ``studies/quickstart.toml``)::
     [pruner]  name and the pruner's options
     [cost]    input_size and latency protocol
     [teacher] optional knowledge-distillation teacher: space, params or genotype, checkpoint
+    [artifacts] what each finished trial stores in the artifact store (diagram, mask
+              preview, weights) and where
 
 Example:
     >>> from nas_optuna.config import load_config
@@ -38,6 +41,7 @@ else:  # pragma: no cover - exercised only on 3.10
 from nas_optuna.exceptions import ConfigError
 
 __all__ = [
+    "ArtifactsConfig",
     "CostConfig",
     "DataConfig",
     "NamedConfig",
@@ -47,6 +51,7 @@ __all__ = [
     "TrainConfig",
     "COST_METRICS",
     "OBJECTIVE_METRICS",
+    "config_to_dict",
     "load_config",
     "parse_config",
 ]
@@ -69,7 +74,20 @@ COST_METRICS = ("params_total", "params_generated", "macs", "latency_ms", "peak_
 
 @dataclasses.dataclass(frozen=True)
 class StudySection:
-    """``[study]``: where the study lives and how long it runs."""
+    """``[study]``: where the study lives and how long it runs.
+
+    Attributes:
+        storage: Storage URL (``sqlite:///``, ``postgresql://``, ``mysql+pymysql://``,
+            ``journal:///``, ``redis://``, ``grpc://``; see docs/distributed.md).
+        n_trials: The study's total of counted trials (COMPLETE, PRUNED, and FAIL ones
+            that were not retried), shared by all workers.
+        heartbeat_interval: Seconds between heartbeats of a running trial; 0 turns
+            heartbeats, and with them crash recovery, off.
+        grace_period: Seconds without a heartbeat after which a running trial is failed
+            and retried (default: twice ``heartbeat_interval``).
+        max_retry: How often a trial failed by a crash (stale heartbeat) or Ctrl-C is
+            re-queued with the same parameters.
+    """
 
     name: str = "nas-optuna"
     storage: str = "sqlite:///nas-optuna.db"
@@ -78,6 +96,9 @@ class StudySection:
     n_trials: int | None = 20
     timeout: float | None = None
     seed: int | None = 0
+    heartbeat_interval: int = 60
+    grace_period: int | None = None
+    max_retry: int = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +212,33 @@ class CostConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ArtifactsConfig:
+    """``[artifacts]``: files each finished trial stores through ``optuna.artifacts``.
+
+    They are shown by ``nas-optuna dashboard`` (optuna-dashboard) beside the trial, and
+    listed by ``optuna.artifacts.get_all_artifact_meta(trial)``.
+
+    Attributes:
+        enabled: Store artifacts and the trial note at all.
+        dir: Folder of the filesystem artifact store (default: next to a SQLite or
+            journal file, ``x.db`` -> ``x.db-artifacts``; for other storages
+            ``~/.cache/nas-optuna/artifacts/<storage name>``). Recorded as the study's user
+            attr ``artifact_dir``.
+        diagram: An SVG diagram of the architecture (COMPLETE and PRUNED trials).
+        masks: Meta-val images in the predicted-vs-true mask preview (PNG) of COMPLETE
+            trials; 0 turns the preview off.
+        weights: The evaluated (Polyak-averaged) ``state_dict`` (``torch.save``) of
+            COMPLETE trials; off by default (megabytes per trial).
+    """
+
+    enabled: bool = True
+    dir: str | None = None
+    diagram: bool = True
+    masks: int = 4
+    weights: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """A whole study config."""
 
@@ -203,10 +251,28 @@ class StudyConfig:
     cost: CostConfig
     source: str | None = None
     teacher: TeacherConfig | None = None
+    artifacts: ArtifactsConfig = dataclasses.field(default_factory=ArtifactsConfig)
 
     def replace(self, **sections: Any) -> StudyConfig:
         """Returns a copy with some sections replaced."""
         return dataclasses.replace(self, **sections)
+
+
+def config_to_dict(config: StudyConfig) -> dict[str, Any]:
+    """The config as the TOML tables :func:`parse_config` reads (JSON-serialisable).
+
+    ``parse_config(config_to_dict(c))`` rebuilds ``c`` (without its ``source``).
+    """
+    raw: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        section = getattr(config, field.name)
+        if field.name == "source" or section is None:
+            continue
+        table = dataclasses.asdict(section)
+        if isinstance(section, (NamedConfig, DataConfig)):  # their options sit in the table
+            table.update(table.pop("options"))
+        raw[field.name] = table
+    return raw
 
 
 def load_config(path: str | Path) -> StudyConfig:
@@ -232,7 +298,8 @@ def load_config(path: str | Path) -> StudyConfig:
 def parse_config(raw: Mapping[str, Any], source: str | None = None) -> StudyConfig:
     """Validates a config already parsed into nested dicts."""
     where = f" in {source}" if source else ""
-    known = {"study", "space", "data", "train", "sampler", "pruner", "cost", "teacher"}
+    known = {"study", "space", "data", "train", "sampler", "pruner", "cost", "teacher",
+             "artifacts"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown table [{unknown[0]}]{where}; known: {', '.join(sorted(known))}")
@@ -260,7 +327,18 @@ def parse_config(raw: Mapping[str, Any], source: str | None = None) -> StudyConf
     cost = _dataclass_from(CostConfig, raw.get("cost", {}), "cost", where)
     _check_cost(cost, study, where)
     teacher = _teacher(raw["teacher"], where) if "teacher" in raw else None
-    return StudyConfig(study, space, data, train, sampler, pruner, cost, source, teacher)
+    artifacts = _dataclass_from(ArtifactsConfig, raw.get("artifacts", {}), "artifacts", where)
+    _check_artifacts(artifacts, where)
+    return StudyConfig(study, space, data, train, sampler, pruner, cost, source, teacher,
+                       artifacts)
+
+
+def _check_artifacts(artifacts: ArtifactsConfig, where: str) -> None:
+    if artifacts.masks < 0 or artifacts.masks > 64:
+        raise ConfigError(f"[artifacts] masks must be between 0 and 64 images, "
+                          f"got {artifacts.masks}{where}")
+    if artifacts.dir is not None and not artifacts.dir.strip():
+        raise ConfigError(f"[artifacts] dir must not be empty{where}")
 
 
 def _check_cost(cost: CostConfig, study: StudySection, where: str) -> None:
@@ -344,6 +422,11 @@ def _check_study(study: StudySection, where: str) -> None:
         raise ConfigError(f"[study] timeout must be > 0 seconds, got {study.timeout}{where}")
     if not study.name:
         raise ConfigError(f"[study] name must not be empty{where}")
+    if study.heartbeat_interval < 0 or study.max_retry < 0:
+        raise ConfigError(f"[study] heartbeat_interval and max_retry must be >= 0{where}")
+    if study.grace_period is not None and study.grace_period <= study.heartbeat_interval:
+        raise ConfigError(f"[study] grace_period ({study.grace_period} s) must be longer than "
+                          f"heartbeat_interval ({study.heartbeat_interval} s){where}")
 
 
 def _check_train(train: TrainConfig, where: str) -> None:

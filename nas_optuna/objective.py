@@ -23,6 +23,12 @@ Optuna's pruner; multi-objective studies, where Optuna forbids pruning, ask a
 :class:`~nas_optuna.pruners.Stage1Rule` over the stage-1 rewards earlier trials stored, and
 a stopped trial ends PRUNED with its stage-1 attrs kept.
 
+Artifacts (``[artifacts]``, :mod:`nas_optuna.artifacts`): when the runner passes an
+``artifact_dir``, a trial that completes or is pruned stores its architecture diagram, a
+completed trained one also its mask preview (and weights, when asked), plus a note with
+the genotype and key numbers, just before it ends. An artifact that cannot be written sets
+``artifact_error`` on the trial and never fails it.
+
 Failures: a :class:`~nas_optuna.exceptions.TrialFailed` (NaN loss, out of memory) or any
 other exception inside a trial stores ``fail_reason`` on it and re-raises, so the trial
 ends FAIL; the runner passes ``catch=(Exception,)`` to ``study.optimize`` so the study goes
@@ -32,16 +38,18 @@ on.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
 
+from nas_optuna.artifacts import upload_trial_artifacts
 from nas_optuna.config import StudyConfig
 from nas_optuna.exceptions import TrialFailed
 from nas_optuna.measure import measure_network
 from nas_optuna.pruners import Stage1Rule
-from nas_optuna.training import SearchData, train_architecture
+from nas_optuna.training import SearchData, TrainResult, train_architecture
 from search_spaces import SearchSpace
 
 __all__ = ["SearchObjective", "trial_record"]
@@ -57,6 +65,8 @@ class SearchObjective:
         device: Where trials train.
         stage1_rule: The stage-1 decision of a multi-objective study (Optuna forbids
             pruning there); None in single-objective studies, which use the pruner.
+        artifact_dir: Folder of the artifact store (``[artifacts]`` says what goes in);
+            None stores no artifacts and no note.
 
     Example:
         >>> objective = SearchObjective(space, data, config, torch.device("cpu"))
@@ -64,7 +74,8 @@ class SearchObjective:
     """
 
     def __init__(self, space: SearchSpace, data: SearchData, config: StudyConfig,
-                 device: torch.device, stage1_rule: Stage1Rule | None = None) -> None:
+                 device: torch.device, stage1_rule: Stage1Rule | None = None,
+                 artifact_dir: str | Path | None = None) -> None:
         self.space = space
         self.stage1_rule = stage1_rule
         self.data = data
@@ -72,6 +83,8 @@ class SearchObjective:
         self.device = device
         self.cost_input_size = config.cost.input_size or data.image_size
         self.seed = config.study.seed or 0
+        self.artifact_dir = None if artifact_dir is None else Path(artifact_dir)
+        self._measured: dict[str, dict[str, Any]] = {}
 
     def __call__(self, trial: optuna.Trial) -> float | Sequence[float]:
         try:
@@ -81,25 +94,25 @@ class SearchObjective:
         except TrialFailed as error:
             trial.set_user_attr("fail_reason", str(error))
             raise
+        except torch.OutOfMemoryError as error:  # outside training too, e.g. measuring costs
+            failed = TrialFailed("out_of_memory", (str(error).splitlines() or [""])[0])
+            trial.set_user_attr("fail_reason", str(failed)[:500])
+            raise failed from error
         except Exception as error:
             trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:500])
             raise
 
     def _run(self, trial: optuna.Trial) -> float | Sequence[float]:
         arch = self.space.suggest(trial)
-        trial.set_user_attr("genotype", self.space.describe(arch))
+        genotype = self.space.describe(arch)
+        trial.set_user_attr("genotype", genotype)
         trial.set_user_attr("stem_weights", self.data.stem_weights)
         # Seeded per trial so that one trial's weights do not depend on the trials before it.
         torch.manual_seed(self.seed * 100_003 + trial.number)
         stem = self.space.build_stem()
         stem.load_state_dict(self.data.stem_state)
         network = self.space.build(arch, self.data.num_classes, stem=stem).to(self.device)
-        cost = self.config.cost
-        costs = measure_network(
-            network, self.cost_input_size, device=self.device,
-            latency=cost.measure_latency, latency_warmup=cost.latency_warmup,
-            latency_repeats=cost.latency_repeats,
-        )
+        costs = self._costs(network, genotype)
         for key, value in costs.items():
             trial.set_user_attr(key, value)
         penalty = self._penalty(costs)
@@ -109,6 +122,7 @@ class SearchObjective:
         if violations:
             # Fast rejection: the sampler learns the region is infeasible, no compute spent.
             trial.set_user_attr("rejected", "; ".join(violations))
+            self._store_artifacts(trial, arch, outcome="rejected before training")
             return self._objective({**costs, "reward": 0.0, "miou": 0.0}, penalty)
 
         last_stage = 2 if self.config.train.stage2_epochs > 0 else 1
@@ -131,8 +145,39 @@ class SearchObjective:
                                     reporter=reporter, seed=self.seed + trial.number,
                                     omit_classes=self.config.train.omit_classes)
         if result.stopped_after is not None:
+            self._store_artifacts(trial, arch, outcome=f"pruned after stage {result.stopped_after}")
             raise optuna.TrialPruned(f"stopped after stage {result.stopped_after}")
+        self._store_artifacts(trial, arch, outcome="complete", network=network, result=result)
         return self._objective({**costs, **result.final_metrics}, penalty)
+
+    def _store_artifacts(self, trial: optuna.Trial, arch: Any, *, outcome: str,
+                         network: torch.nn.Module | None = None,
+                         result: TrainResult | None = None) -> None:
+        """Diagram, mask preview, weights and note (never raises; see artifacts.py)."""
+        if self.artifact_dir is None:
+            return
+        trained = network is not None and result is not None
+        upload_trial_artifacts(
+            trial, self.artifact_dir, self.config.artifacts, space=self.space, arch=arch,
+            outcome=outcome, data=self.data if trained else None, network=network,
+            result=result, device=self.device,
+        )
+
+    def _costs(self, network: torch.nn.Module, genotype: str) -> dict[str, Any]:
+        """The network's measured costs, measured once per architecture in this process.
+
+        Samplers propose an architecture again (TPE late in a search, retries after a
+        crash); its sizes are exact and its latency was measured under the same protocol,
+        so measuring again would only spend time.
+        """
+        if genotype not in self._measured:
+            cost = self.config.cost
+            self._measured[genotype] = measure_network(
+                network, self.cost_input_size, device=self.device,
+                latency=cost.measure_latency, latency_warmup=cost.latency_warmup,
+                latency_repeats=cost.latency_repeats,
+            )
+        return dict(self._measured[genotype])
 
     def _penalty(self, costs: Mapping[str, Any]) -> float | None:
         """CAS's scalarised cost: ``weight * cost / reference``, or None without a penalty."""

@@ -6,8 +6,10 @@ study behind. Studies are plain Optuna studies: ``optuna studies``, ``optuna tri
 ``optuna best-trial`` work on them, and the study's user attrs record the space, the
 dataset and how the stem was initialised.
 
-``[study] n_trials`` is the study's total: re-running a search resumes it and runs only
-the trials still missing (finished trials of any state count).
+``[study] n_trials`` is the study's total, shared by every worker process on the storage
+(:mod:`nas_optuna.workers`): re-running a search resumes it and runs only the trials still
+missing. COMPLETE, PRUNED and FAIL trials count, except FAIL trials that were re-queued
+(after a crash, a stale heartbeat, or Ctrl-C), whose retry counts instead.
 
 Example:
     >>> from nas_optuna import load_config, run_search
@@ -18,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,23 +30,34 @@ from typing import Any
 import optuna
 import torch
 
-from nas_optuna.config import StudyConfig
+from nas_optuna.artifacts import record_artifact_dir
+from nas_optuna.config import StudyConfig, config_to_dict
 from nas_optuna.data import build_dataset
-from nas_optuna.exceptions import ConfigError
+from nas_optuna.exceptions import ConfigError, NasOptunaError
 from nas_optuna.objective import SearchObjective
 from nas_optuna.pruners import STAGE1_RULES, RunningMeanPruner, Stage1Rule
 from nas_optuna.registry import Registry
 from nas_optuna.samplers import PPOSampler
+from nas_optuna.storage import (
+    RetryCallback,
+    mask_url,
+    open_storage,
+    sqlite_path,
+    storage_error_reason,
+    study_lock,
+)
 from nas_optuna.training import (
+    SearchData,
     initialise_stem,
     load_teacher,
     prepare_search_data,
     resolve_device,
 )
+from nas_optuna.workers import claim_worker_index, optimize, trial_budget
 from search_spaces import SearchSpace, get_space
 
 __all__ = ["PRUNERS", "SAMPLERS", "build_pruner", "build_sampler", "build_stage1_rule",
-           "create_study", "run_search", "default_cache_dir"]
+           "create_study", "prepare_data", "run_search", "default_cache_dir"]
 
 #: Sampler classes, each constructed as ``cls(seed=..., **options)``.
 SAMPLERS: Registry[type[optuna.samplers.BaseSampler]] = Registry("sampler")
@@ -58,6 +72,11 @@ PRUNERS: Registry[Callable[..., optuna.pruners.BasePruner]] = Registry("pruner")
 PRUNERS.add("median", optuna.pruners.MedianPruner)
 PRUNERS.add("running_mean", RunningMeanPruner)
 PRUNERS.add("none", optuna.pruners.NopPruner)
+
+
+#: Seconds between checks of a worker waiting for other workers' last trials: short, so
+#: that it exits soon after they finish (noticing a dead one takes ``grace_period`` anyway).
+_WAIT_POLL_S = 2.0
 
 
 def build_sampler(
@@ -108,13 +127,17 @@ def _check_options(target: Any, options: dict[str, Any], what: str,
                 if p not in ("self", "args", "kwargs") and p not in (exclude or set())]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ConfigError(f"{what} has no option {unknown[0]!r}; accepted: {', '.join(accepted)}")
+        raise ConfigError(f"{what} has no option {unknown[0]!r}; accepted: "
+                          f"{', '.join(accepted) or 'none'}")
 
 
 def default_cache_dir(storage: str) -> Path:
-    """The stem-feature cache lives next to a SQLite file, else in the user's cache."""
-    if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
-        return Path(storage[len("sqlite:///"):]).expanduser().resolve().parent / ".nas_optuna_cache"
+    """The stem-feature cache lives next to a SQLite or journal file, else in the user's cache."""
+    path = sqlite_path(storage)  # file: URIs (e.g. read-only databases) included
+    if path is None and storage.startswith("journal:///"):
+        path = Path(storage[len("journal:///"):].split("?", 1)[0]).expanduser()
+    if path is not None:
+        return path.resolve().parent / ".nas_optuna_cache"
     return Path.home() / ".cache" / "nas-optuna"
 
 
@@ -122,32 +145,50 @@ def create_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | 
                  pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
     """Creates the config's study, or loads it when it exists with the same directions.
 
+    The storage comes from :func:`nas_optuna.storage.open_storage` with the config's
+    heartbeat settings, so trials of a crashed worker are failed and retried.
+
     Raises:
-        ConfigError: The existing study has other directions or metrics than the config.
+        ConfigError: The storage cannot be opened, or the existing study has other
+            directions or metrics than the config.
     """
     section = config.study
     directions = [optuna.study.StudyDirection[d.upper()] for d in section.directions]
+    storage = open_storage(section.storage, heartbeat_interval=section.heartbeat_interval,
+                           grace_period=section.grace_period, max_retry=section.max_retry)
     try:
-        existing = optuna.load_study(study_name=section.name, storage=section.storage,
+        existing = optuna.load_study(study_name=section.name, storage=storage,
                                      sampler=sampler, pruner=pruner)
     except KeyError:
         existing = None
-    if existing is not None:
-        if list(existing.directions) != directions:
-            have = [d.name.lower() for d in existing.directions]
-            raise ConfigError(f"study {section.name!r} exists with directions {have}, "
-                              f"but the config asks for {list(section.directions)}")
-        stored = existing.metric_names
-        if stored is not None and list(stored) != list(section.metrics):
-            raise ConfigError(f"study {section.name!r} exists with metrics {stored}, "
-                              f"but the config asks for {list(section.metrics)}")
-        return existing
-    study = optuna.create_study(study_name=section.name, storage=section.storage,
-                                sampler=sampler, pruner=pruner, directions=list(section.directions))
+    if existing is None:
+        try:
+            study = optuna.create_study(study_name=section.name, storage=storage,
+                                        sampler=sampler, pruner=pruner,
+                                        directions=list(section.directions))
+        except optuna.exceptions.DuplicatedStudyError:  # another worker was quicker
+            existing = optuna.load_study(study_name=section.name, storage=storage,
+                                         sampler=sampler, pruner=pruner)
+        else:
+            _set_metric_names(study, section.metrics)
+            return study
+    if list(existing.directions) != directions:
+        have = [d.name.lower() for d in existing.directions]
+        raise ConfigError(f"study {section.name!r} exists with directions {have}, "
+                          f"but the config asks for {list(section.directions)}")
+    stored = existing.metric_names
+    if stored is not None and list(stored) != list(section.metrics):
+        raise ConfigError(f"study {section.name!r} exists with metrics {stored}, "
+                          f"but the config asks for {list(section.metrics)}")
+    if stored is None:  # made by `optuna create-study`: name its objectives for the dashboard
+        _set_metric_names(existing, section.metrics)
+    return existing
+
+
+def _set_metric_names(study: optuna.Study, metrics: Sequence[str]) -> None:
     with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(section.metrics))
-    return study
+        study.set_metric_names(list(metrics))
 
 
 def run_search(config: StudyConfig, *, callbacks: Sequence[Callable] = (),
@@ -176,12 +217,56 @@ def run_search(config: StudyConfig, *, callbacks: Sequence[Callable] = (),
     else:
         pruner = build_pruner(config.pruner.name, dict(config.pruner.options), section.seed)
     space = get_space(config.space.name, **config.space.options)
+    device = resolve_device(config.train.device)
+    source, data = prepare_data(config, space, device)
+
+    lock = functools.partial(study_lock, section.storage, section.name)
+    try:
+        study = create_study(config, sampler=sampler, pruner=pruner)
+        _record_study_attrs(study, config, space, source.describe(), data.stem_weights)
+        index = claim_worker_index(study, lock)
+    except NasOptunaError:
+        raise
+    except Exception as error:  # noqa: BLE001 - e.g. a read-only storage: one line, not a trace
+        raise ConfigError(f"cannot write to storage {mask_url(section.storage)}: "
+                          f"{storage_error_reason(error)}") from None
+    if index and section.seed is not None:
+        # Every worker start draws its own random stream: parallel workers, and runs
+        # resuming the study, do not sample each other's architectures again.
+        study.sampler = build_sampler(config.sampler.name, dict(config.sampler.options),
+                                      section.seed + index)
+    if on_ready is not None:
+        on_ready(study, space)
+    budget = trial_budget(study.get_trials(deepcopy=False))
+    if section.n_trials is not None and budget.counted >= section.n_trials:
+        return study
+    artifact_dir = record_artifact_dir(study, config)  # None when [artifacts] is off
+    objective = SearchObjective(space, data, config, device, stage1_rule=stage1_rule,
+                                artifact_dir=artifact_dir)
+    optimize(study, objective, n_trials=section.n_trials, timeout=section.timeout,
+             callbacks=callbacks, lock=lock, retry=RetryCallback(section.max_retry),
+             poll_interval=_WAIT_POLL_S)
+    return study
+
+
+
+def prepare_data(config: StudyConfig, space: SearchSpace,
+                 device: torch.device) -> tuple[Any, SearchData]:
+    """The config's dataset and its search data (split, initialised stem, cached features).
+
+    Shared by the search and by ``nas-optuna retrain``, so both see the same split and
+    reuse the same stem-feature cache (its key includes the teacher's identity, so the
+    teacher is loaded here too, and freed once its logits are cached).
+
+    Raises:
+        NasOptunaError: Bad dataset or ``[train] omit_classes``.
+    """
+    section = config.study
     source = build_dataset(config.data.name, **config.data.options)
     bad = [c for c in config.train.omit_classes if not 0 <= c < source.num_classes]
     if bad:
         raise ConfigError(f"[train] omit_classes: class {bad[0]} does not exist "
                           f"(the dataset has {source.num_classes} classes)")
-    device = resolve_device(config.train.device)
     train = config.train
     cache_dir = train.cache_dir or default_cache_dir(section.storage)
 
@@ -200,20 +285,7 @@ def run_search(config: StudyConfig, *, callbacks: Sequence[Callable] = (),
         teacher=teacher, teacher_id=teacher_id,
     ).to(device)
     del teacher  # its logits are cached; the search does not need it any more
-
-    study = create_study(config, sampler=sampler, pruner=pruner)
-    _record_study_attrs(study, config, space, source.describe(), data.stem_weights)
-    if on_ready is not None:
-        on_ready(study, space)
-    finished = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-    remaining = None if section.n_trials is None else max(section.n_trials - finished, 0)
-    if remaining == 0:
-        return study
-    objective = SearchObjective(space, data, config, device, stage1_rule=stage1_rule)
-    study.optimize(objective, n_trials=remaining, timeout=section.timeout,
-                   catch=(Exception,), callbacks=list(callbacks), gc_after_trial=False)
-    return study
-
+    return source, data
 
 def _teacher(config: StudyConfig, num_classes: int,
              device: torch.device) -> tuple[torch.nn.Module | None, str | None]:
@@ -232,6 +304,12 @@ def _teacher(config: StudyConfig, num_classes: int,
 
 def _record_study_attrs(study: optuna.Study, config: StudyConfig, space: SearchSpace,
                         dataset: dict[str, Any], stem_weights: str) -> None:
+    import json
+
+    # The whole parsed config, so that the study alone rebuilds its space, data and training
+    # (``nas-optuna retrain``); the storage's password, if any, is not stored.
+    raw = config_to_dict(config)
+    raw["study"]["storage"] = mask_url(raw["study"]["storage"])
     attrs = {
         "space": space.options(),
         "dataset": dataset,
@@ -241,7 +319,9 @@ def _record_study_attrs(study: optuna.Study, config: StudyConfig, space: SearchS
         "pruner": config.pruner.name,
         "train": dataclasses.asdict(config.train),
         "config_source": config.source,
+        "config": raw,
     }
     for key, value in attrs.items():
+        value = json.loads(json.dumps(value, default=str))  # as stored: tuples become lists
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)

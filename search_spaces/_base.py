@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import optuna
 from torch import nn
 
+from nas_optuna.diagram import ArchitectureGraph
 from nas_optuna.exceptions import ConfigError
 from nas_optuna.networks import StemDecoderNetwork
 
@@ -129,6 +130,23 @@ class SearchSpace(abc.ABC, Generic[ArchT]):
     def options(self) -> dict[str, Any]:
         """JSON-able description of the space, stored on the study."""
         return {"name": self.name, "profile": self.profile}
+
+    # --- pictures -------------------------------------------------------------------
+    @abc.abstractmethod
+    def graph(self, arch: ArchT) -> ArchitectureGraph:
+        """The architecture as a diagram, built from ``arch`` (the network is not traced).
+
+        Drawn at the level of detail of the paper's figures, for this space's profile and
+        options: data flows from the ``input`` nodes to the ``output`` nodes; a design
+        shared by several cells may be drawn once, as a separate part with its own input
+        and output. Render it with :func:`nas_optuna.diagram.render_svg`.
+
+        Example:
+            >>> from nas_optuna.diagram import render_svg
+            >>> from search_spaces import get_space
+            >>> space = get_space("template")
+            >>> svg = render_svg(space.graph(space.random_architecture(seed=0)))
+        """
 
 
 def genotype_index(value: Any) -> int:

@@ -68,6 +68,7 @@ import optuna
 import torch
 from torch import nn
 
+from nas_optuna.diagram import ArchitectureGraph, GraphBuilder, op_label
 from nas_optuna.exceptions import ConfigError
 from nas_optuna.networks import AuxiliaryOutputs
 from nas_optuna.ops import CVPR2019_OPS, build_op, conv_bn_relu, resize
@@ -400,6 +401,107 @@ class AuxCellSpace(SearchSpace[AuxCellArchitecture]):
         return AuxCellDecoder(
             arch, num_classes=num_classes, auxiliary=self.auxiliary, **self.settings
         )
+
+    # --- pictures --------------------------------------------------------------------
+    def graph(self, arch: AuxCellArchitecture) -> ArchitectureGraph:
+        """The decoder over the encoder's levels, and the shared cell design beside it.
+
+        The decoder part: the adapted encoder outputs (levels no block reads are left
+        out), each block's two cells (own weights, each followed by conv1x1-BN-ReLU) and
+        their sum, the head over the unused blocks and, unless ``auxiliary="none"``, each
+        block's auxiliary head (kind ``head``) with its training-only logits. The cell
+        part, with its own input ``x`` and output: ``op0``, the three layers' two ops and
+        sums, and the sum of the unused nodes.
+
+        Example:
+            >>> space = get_space("auxcell", profile="final")
+            >>> graph = space.graph(space.from_genotype(ARCH0_GENOTYPE))
+        """
+        width = self.settings["width"]
+        builder = GraphBuilder()
+        builder.add("image", "image", "input")
+        builder.add("stem", "MobileNet-v2", "stem", detail="encoder", inputs=["image"])
+        pool, reductions = [], list(_ENCODER_REDUCTIONS)
+        for level, (reduction, channels) in enumerate(zip(_ENCODER_REDUCTIONS, _ENCODER_CHANNELS)):
+            pool.append(
+                builder.add(
+                    f"pool{level}",
+                    f"1/{reduction}",
+                    "feature",
+                    detail=f"{channels} -> {width} ch",
+                    inputs=["stem"],
+                )
+            )
+        for b, pair in enumerate(arch.connections):
+            branches = [
+                builder.add(
+                    f"b{b}.cell{k}", "cell", "cell", detail=f"B{b}, then conv1x1", inputs=[pool[i]]
+                )
+                for k, i in enumerate(pair)
+            ]
+            reductions.append(min(reductions[i] for i in pair))
+            pool.append(
+                builder.add(
+                    f"b{b}.sum",
+                    "sum",
+                    "aggregation",
+                    detail=f"B{b} out, 1/{reductions[-1]}",
+                    inputs=branches,
+                )
+            )
+            if self.auxiliary != "none":
+                inside = "cell copy, conv3x3" if self.auxiliary == "cell" else "conv3x3"
+                head = builder.add(
+                    f"aux{b}", f"aux head {b}", "head", detail=inside, inputs=[pool[-1]]
+                )
+                builder.add(
+                    f"aux{b}.logits",
+                    f"aux logits {b}",
+                    "output",
+                    detail=f"training only, 1/{reductions[-1]}",
+                    inputs=[head],
+                )
+        offset = len(_ENCODER_REDUCTIONS)
+        head_inputs = [b + offset for b in arch.unused_blocks()]
+        output_stride = min(reductions[i] for i in head_inputs)
+        builder.add_head([pool[i] for i in head_inputs], output_stride, width)
+        _draw_cell(builder, arch.cell, width)
+        title = (
+            f"auxcell ({self.profile}): 3 blocks over MobileNet-v2, auxiliary {self.auxiliary}, "
+            f"output stride {output_stride}; with the design shared by every cell"
+        )
+        return builder.build(title, drop_dead_ends=True)
+
+
+def _draw_cell(builder: GraphBuilder, cell: Cell, width: int) -> None:
+    """Adds the cell design as a separate part, from input ``x`` to ``cell output``."""
+    x = builder.add("cell.x", "x", "input", detail=f"cell input, {width} ch")
+    features = [x, builder.add("cell.op0", op_label(cell.op0), "op", detail="op0", inputs=[x])]
+    for index, layer in enumerate(cell.layers):
+        ops = [
+            builder.add(
+                f"cell.l{index}.op{k}",
+                op_label(op),
+                "op",
+                detail=f"layer {index + 1} op{k}",
+                inputs=[features[position]],
+            )
+            for k, (op, position) in enumerate(
+                ((layer.op1, layer.pos1), (layer.op2, layer.pos2)), start=1
+            )
+        ]
+        total = builder.add(
+            f"cell.l{index}.sum", "sum", "aggregation", detail=f"layer {index + 1}", inputs=ops
+        )
+        features += [*ops, total]
+    outputs = [features[n] for n in cell.output_nodes()]
+    if len(outputs) > 1:
+        outputs = [
+            builder.add("cell.sum", "sum", "aggregation", detail="unused nodes", inputs=outputs)
+        ]
+    builder.add(
+        "cell.out", "cell output", "output", detail="design of every cell", inputs=outputs
+    )
 
 
 def _multisets_of_two(items: int) -> int:

@@ -102,6 +102,7 @@ import optuna
 import torch
 from torch import nn
 
+from nas_optuna.diagram import ArchitectureGraph, GraphBuilder, op_label
 from nas_optuna.exceptions import ConfigError
 from nas_optuna.ops import CAS_BACKBONE_OPS, CAS_MS_OPS, build_op, conv_bn_relu, resize
 from nas_optuna.stems import ImageStem
@@ -634,3 +635,144 @@ class CASSpace(SearchSpace[CASArchitecture]):
 
     def build_decoder(self, arch: CASArchitecture, num_classes: int) -> CASDecoder:
         return CASDecoder(arch, num_classes, **self.settings)
+
+    # --- pictures --------------------------------------------------------------------
+    def graph(self, arch: CASArchitecture) -> ArchitectureGraph:
+        """The network (stem, backbone cells, multi-scale cell, classifier) and the designs.
+
+        The network part draws the three stem convolutions, the eight backbone cells as
+        boxes (each reading the outputs of the two previous cells or layers that its
+        design uses) and the multi-scale cell in full: cell 7's output upsampled to cell
+        1's resolution, one box per built edge op and per node, their concatenation and
+        the classifier. The normal and the reduction designs are drawn once each, as
+        separate parts with inputs ``cell k-2`` and ``cell k-1``. Pruned None edges are
+        not drawn; a node whose two edges are None is drawn as zeros of its cell's shape
+        (an edge from input 1, the shape it copies). Parts that cannot reach the logits
+        (an input no node reads) are left out.
+
+        Example:
+            >>> space = CASSpace()
+            >>> graph = space.graph(space.random_architecture(seed=0))
+        """
+        settings = self.settings
+        builder = GraphBuilder()
+        layers = [builder.add("image", "image", "input")]
+        reduction = 1
+        for index, (width, stride) in enumerate(zip(settings["stem"], STEM_STRIDES)):
+            reduction *= stride
+            layers.append(
+                builder.add(
+                    f"stem{index}",
+                    "conv3x3" + (f" s{stride}" if stride > 1 else ""),
+                    "stem",
+                    detail=f"{width} ch, 1/{reduction}",
+                    inputs=[layers[-1]],
+                )
+            )
+        previous = layers[-2:]
+        width = settings["cell"]
+        reductions = []
+        for k in range(NUM_CELLS):
+            kind = "reduce" if k in REDUCTION_CELLS else "normal"
+            if kind == "reduce":
+                width, reduction = width * 2, reduction * 2
+            design = arch.cell(kind)
+            cell = builder.add(
+                f"cell{k}",
+                f"{kind} {k}",
+                "cell",
+                detail=f"1/{reduction}, {width * len(design.nodes)} ch",
+                inputs=[previous[i] for i in _used_inputs(design)],
+            )
+            reductions.append(reduction)
+            previous = [previous[1], cell]
+        low, high = f"cell{MS_LOW_LEVEL_CELL}", f"cell{NUM_CELLS - 1}"
+        factor = reductions[-1] // reductions[MS_LOW_LEVEL_CELL]
+        if 1 in _used_inputs(arch.ms):
+            high = builder.add(
+                "ms.up", f"upsample x{factor}", "op", detail="bilinear", inputs=[high]
+            )
+        fused = _draw_cell(builder, "ms", arch.ms, [low, high], stride=1, projected=True)
+        builder.add("classifier", "conv1x1", "head", detail="classifier", inputs=[fused])
+        builder.add(
+            "logits",
+            "logits",
+            "output",
+            detail=f"1/{reductions[MS_LOW_LEVEL_CELL]}",
+            inputs=["classifier"],
+        )
+        for kind in ("normal", "reduce"):
+            inputs = [
+                builder.add(f"{kind}.in{i}", name, "input", detail="after conv1x1 if needed")
+                for i, name in enumerate(("cell k-2", "cell k-1"))
+            ]
+            stride = 2 if kind == "reduce" else 1
+            concat = _draw_cell(builder, kind, arch.cell(kind), inputs, stride=stride)
+            builder.add(
+                f"{kind}.out",
+                f"{kind} cell",
+                "output",
+                detail="design of every " + ("reduction" if stride > 1 else "normal") + " cell",
+                inputs=[concat],
+            )
+        title = (
+            f"cas ({self.profile}): stem, cells N N R N N R N N, multi-scale cell; "
+            "with the normal and the reduction cell designs"
+        )
+        return builder.build(title, drop_dead_ends=True)
+
+
+def _used_inputs(design: CASCell) -> list[int]:
+    """The cell inputs (0, 1) that a built edge reads; a zeros node copies input 1's shape."""
+    used = {i for node in design.nodes for i, _ in node.edges() if i < _NUM_INPUTS}
+    if any(not node.edges() for node in design.nodes):
+        used.add(1)
+    return sorted(used)
+
+
+def _draw_cell(
+    builder: GraphBuilder,
+    prefix: str,
+    design: CASCell,
+    inputs: Sequence[str],
+    *,
+    stride: int,
+    projected: bool = False,
+) -> str:
+    """Adds a cell's edge ops, nodes and concatenation reading ``inputs``; returns the last."""
+    states = list(inputs)
+    for j, node in enumerate(design.nodes):
+        target = j + _NUM_INPUTS
+        sources = []
+        for source, op in node.edges():
+            detail = f"{source} -> {target}"
+            if source < _NUM_INPUTS and stride > 1:
+                detail += f", stride {stride}"
+            if source < _NUM_INPUTS and projected:
+                detail += ", conv1x1 first"
+            sources.append(
+                builder.add(
+                    f"{prefix}.e{source}-{target}",
+                    op_label(op),
+                    "op",
+                    detail=detail,
+                    inputs=[states[source]],
+                )
+            )
+        detail = {0: "zeros (both edges None)", 1: "one edge (one None)", 2: "sum"}[len(sources)]
+        states.append(
+            builder.add(
+                f"{prefix}.n{target}",
+                f"node {target}",
+                "aggregation",
+                detail=detail,
+                inputs=sources or [states[1]],
+            )
+        )
+    return builder.add(
+        f"{prefix}.concat",
+        "concat",
+        "aggregation",
+        detail=f"nodes {_NUM_INPUTS}-{len(states) - 1}",
+        inputs=states[_NUM_INPUTS:],
+    )

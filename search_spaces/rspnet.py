@@ -110,6 +110,7 @@ import optuna
 import torch
 from torch import nn
 
+from nas_optuna.diagram import ArchitectureGraph, GraphBuilder, op_label
 from nas_optuna.exceptions import ConfigError
 from nas_optuna.ops import RSP_OPS, build_op, resize
 from nas_optuna.stems import ImageStem
@@ -544,6 +545,91 @@ class RSPNetSpace(SearchSpace[RSPNetArchitecture]):
             base_width=self.base_width,
             cells_per_layer=self.cells_per_layer,
         )
+
+    # --- pictures --------------------------------------------------------------------
+    def graph(self, arch: RSPNetArchitecture) -> ArchitectureGraph:
+        """The layers with their chosen paths, and the shared cell design beside them.
+
+        The network part: the stem, then every used layer as its path-attention module
+        (kind ``aggregation``, fed by the chosen earlier outputs) and its stacked cells
+        (with resolution, width and count), then the classifier; unused layers are not
+        built, so not drawn. The cell part, with its own input ``x`` and output: the
+        preprocessing conv1x1, the three searched edges and, under RSP, the split
+        whose untouched half joins the final concatenation.
+
+        Example:
+            >>> space = RSPNetSpace()
+            >>> graph = space.graph(space.random_architecture(seed=0))
+        """
+        base = self.base_width
+        builder = GraphBuilder()
+        builder.add("image", "image", "input")
+        reductions = (_STEM_REDUCTION, *self.layer_reductions)
+        nodes = {
+            0: builder.add(
+                "stem",
+                "stem",
+                "stem",
+                detail=f"3 conv3x3, 1/{_STEM_REDUCTION}, {base} ch",
+                inputs=["image"],
+            )
+        }
+        cells = self.cells_per_layer
+        stacked = f"{cells} cells" if cells > 1 else "1 cell"
+        if arch.rsp:
+            stacked += " RSP"
+        for k in arch.used_layers():
+            reduction, width = reductions[k], base * reductions[k] // _STEM_REDUCTION
+            sources = arch.inputs[k - 1]
+            paths = builder.add(
+                f"layer{k}.pam",
+                "PAM",
+                "aggregation",
+                detail="1x1, resize" + (", sum" if len(sources) > 1 else ""),
+                inputs=[nodes[n] for n in sources],
+            )
+            nodes[k] = builder.add(
+                f"layer{k}",
+                f"layer {k}",
+                "cell",
+                detail=f"1/{reduction}, {width} ch, {stacked}",
+                inputs=[paths],
+            )
+        builder.add("head", "conv1x1", "head", detail="classifier", inputs=[nodes[self.num_layers]])
+        builder.add("logits", "logits", "output", detail=f"1/{reductions[-1]}", inputs=["head"])
+        _draw_cell(builder, arch)
+        used = len(arch.used_layers())
+        title = (
+            f"rspnet ({self.profile}): {used} of {self.num_layers} layers used, "
+            f"RSP {'on' if arch.rsp else 'off'}; with the design shared by every cell"
+        )
+        return builder.build(title)
+
+
+def _draw_cell(builder: GraphBuilder, arch: RSPNetArchitecture) -> None:
+    """Adds the normal cell as a separate part, from input ``x`` to ``cell output``."""
+    x = builder.add("cell.x", "x", "input", detail="cell input, C ch")
+    source, inner = x, "C"
+    if arch.rsp:
+        source = builder.add("cell.split", "split", "op", detail="first C/2 into cell", inputs=[x])
+        inner = "C/2"
+    pre = builder.add("cell.pre", "conv1x1", "op", detail=f"{inner} to {inner}/2", inputs=[source])
+    cell = arch.cell
+    n1 = builder.add("cell.in_n1", op_label(cell.op_in_n1), "op", detail="x' -> n1", inputs=[pre])
+    to_n2 = [
+        builder.add("cell.in_n2", op_label(cell.op_in_n2), "op", detail="x' -> n2", inputs=[pre]),
+        builder.add("cell.n1_n2", op_label(cell.op_n1_n2), "op", detail="n1 -> n2", inputs=[n1]),
+    ]
+    n2 = builder.add("cell.n2", "sum", "aggregation", detail="n2", inputs=to_n2)
+    parts = [source, n1, n2] if arch.rsp else [n1, n2]
+    concat = builder.add(
+        "cell.concat",
+        "concat",
+        "aggregation",
+        detail="other C/2, n1, n2" if arch.rsp else "n1, n2",
+        inputs=parts,
+    )
+    builder.add("cell.out", "cell output", "output", detail="design of every cell", inputs=[concat])
 
 
 def _node(value: Any) -> int:

@@ -92,6 +92,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_optuna.diagram import ArchitectureGraph, GraphBuilder
 from nas_optuna.exceptions import ConfigError
 from nas_optuna.networks import StemDecoderNetwork
 from nas_optuna.stems import ImageStem, _hub_reachable
@@ -125,6 +126,19 @@ _WIDTH_KWARGS: dict[str, Callable[[int], dict[str, Any]]] = {
     "PSPNet": lambda w: {"psp_out_channels": w},
     "UPerNet": lambda w: {"decoder_channels": w},
     "UnetPlusPlus": lambda w: {"decoder_channels": _halving(w)},
+}
+
+#: Architecture -> (reductions of the encoder features its decoder reads, upsampling of
+#: its segmentation head, side multiple the padding reaches), as in smp 0.6: Unet reads
+#: ``features[1:]``, FPN and UPerNet 1/4 to 1/32, DeepLabV3Plus 1/4 and its dilated
+#: (output stride 16) last stage, PSPNet the 1/8 output of a depth-3 encoder.
+_DIAGRAM: dict[str, tuple[tuple[int, ...], int, int]] = {
+    "Unet": ((2, 4, 8, 16, 32), 1, 32),
+    "FPN": ((4, 8, 16, 32), 4, 32),
+    "DeepLabV3Plus": ((4, 16), 4, 16),
+    "PSPNet": ((8,), 8, 8),
+    "UPerNet": ((4, 8, 16, 32), 4, 32),
+    "UnetPlusPlus": ((2, 4, 8, 16, 32), 1, 32),
 }
 
 #: Every architecture the space knows (smp class names), in the order of the choices.
@@ -389,6 +403,48 @@ class SmpSpace(SearchSpace[SmpArchitecture]):
             'random'
         """
         return self.build(arch, num_classes)
+
+    # --- pictures --------------------------------------------------------------------
+    def graph(self, arch: SmpArchitecture) -> ArchitectureGraph:
+        """The smp pipeline: padding, encoder, the feature levels the decoder reads, the
+        decoder family with its width, the segmentation head and the cropped logits.
+
+        Example:
+            >>> space = SmpSpace("search", encoder_weights="none")
+            >>> graph = space.graph(space.from_genotype(["FPN", "mobilenet_v2", 128]))
+            >>> [node.label for node in graph.nodes][:3]
+            ['image', 'pad', 'mobilenet_v2']
+        """
+        levels, upsampling, multiple = _DIAGRAM[arch.architecture]
+        builder = GraphBuilder()
+        builder.add("image", "image", "input")
+        builder.add(
+            "pad", "pad", "op", detail=f"sides to a multiple of {multiple}", inputs=["image"]
+        )
+        builder.add("encoder", arch.encoder, "stem", detail="encoder", inputs=["pad"])
+        dilated = 16 if arch.architecture == "DeepLabV3Plus" else None
+        features = [
+            builder.add(
+                f"features{reduction}",
+                f"1/{reduction}",
+                "feature",
+                detail="dilated last stage" if reduction == dilated else "",
+                inputs=["encoder"],
+            )
+            for reduction in levels
+        ]
+        builder.add(
+            "decoder", arch.architecture, "cell", detail=f"width {arch.width}", inputs=features
+        )
+        builder.add(
+            "head",
+            "segmentation head",
+            "head",
+            detail=f"conv, upsample x{upsampling}" if upsampling > 1 else "conv",
+            inputs=["decoder"],
+        )
+        builder.add("logits", "logits", "output", detail="cropped, 1/1", inputs=["head"])
+        return builder.build(f"smp ({self.profile}): {self.describe(arch)}")
 
 
 def _choices(

@@ -52,9 +52,11 @@ import optuna
 import torch
 from torch import nn
 
+from nas_optuna.diagram import ArchitectureGraph, GraphBuilder, op_label
 from nas_optuna.exceptions import ConfigError
 from nas_optuna.ops import (
     OPS_IGNORING_STRIDE,
+    OPS_WITH_REPEATS,
     WACV2020_OPS,
     build_aggregation,
     build_op,
@@ -107,6 +109,9 @@ ARCH1_GENOTYPE = [
 ]
 
 _STEM_REDUCTIONS = (4, 8)
+_STEM_CHANNELS = (24, 32)
+#: How the diagram names the aggregations.
+_AGGREGATION_LABELS = {"psum": "sum", "cat": "concat"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -429,3 +434,86 @@ class TemplateSpace(SearchSpace[TemplateArchitecture]):
             arch, stem_channels=(24, 32), num_classes=num_classes, **self.settings
         )
 
+    # --- pictures --------------------------------------------------------------------
+    def graph(self, arch: TemplateArchitecture) -> ArchitectureGraph:
+        """The stem's features, every template application and the head.
+
+        Each block is drawn as built: its applications unrolled (``op1``, ``op2`` and the
+        aggregation of the block's template, the second input and the output feeding the
+        next application), reading the pool entries the block chose; op details name the
+        template (``T1 op2``) and the stride. Block outputs carry their resolution and
+        width; unused ones feed the head. Stem features no block reads are left out.
+
+        Example:
+            >>> space = get_space("template", profile="final")
+            >>> graph = space.graph(space.from_genotype(ARCH0_GENOTYPE))
+        """
+        settings = self.settings
+        builder = GraphBuilder()
+        builder.add("image", "image", "input")
+        builder.add("stem", "MobileNet-v2", "stem", detail="stem", inputs=["image"])
+        adapt = settings["adapt_width"]
+        pool, reductions, channels = [], list(_STEM_REDUCTIONS), []
+        for loc, (reduction, width) in enumerate(zip(_STEM_REDUCTIONS, _STEM_CHANNELS)):
+            detail = f"{width} ch" if adapt is None else f"{width} -> {adapt} ch"
+            pool.append(
+                builder.add(
+                    f"pool{loc}", f"1/{reduction}", "feature", detail=detail, inputs=["stem"]
+                )
+            )
+            channels.append(width if adapt is None else adapt)
+        first_half = len(arch.blocks) // 2
+        for b, block in enumerate(arch.blocks):
+            template = arch.templates[block.template]
+            x1, x2 = pool[block.loc1], pool[block.loc2]
+            r1, r2 = reductions[block.loc1], reductions[block.loc2]
+            c1, c2 = channels[block.loc1], channels[block.loc2]
+            for repeat in range(block.repeats):
+                # The decoder's bookkeeping (TemplateDecoder.__init__), applied to names.
+                growth = block.stride if repeat == 0 else 1
+                strides = [
+                    1 if op in OPS_IGNORING_STRIDE else block.stride
+                    for op in (template.op1, template.op2)
+                ]
+                pick = min if b >= first_half else max
+                c1, c2 = c2, max(c1 * growth, c2 * growth)
+                r1, r2 = r2, pick(r1 * strides[0], r2 * strides[1])
+                prefix = f"b{b}.{repeat}"
+                ops = []
+                for k, (op, source, stride) in enumerate(
+                    zip((template.op1, template.op2), (x1, x2), strides), start=1
+                ):
+                    detail = f"T{block.template} op{k}"
+                    if stride > 1:
+                        detail += f", s{stride}"
+                    if op in OPS_WITH_REPEATS and settings["op_repeats"] > 1:
+                        detail += f", x{settings['op_repeats']}"
+                    ops.append(
+                        builder.add(
+                            f"{prefix}.op{k}", op_label(op), "op", detail=detail, inputs=[source]
+                        )
+                    )
+                if repeat == block.repeats - 1:
+                    detail = f"B{b} out, 1/{r2}, {c2} ch"
+                else:
+                    detail = f"B{b} rep {repeat + 1} of {block.repeats}, 1/{r2}"
+                aggregation = builder.add(
+                    f"{prefix}.agg",
+                    _AGGREGATION_LABELS.get(template.agg, template.agg),
+                    "aggregation",
+                    detail=detail,
+                    inputs=ops,
+                )
+                x1, x2 = x2, aggregation
+            pool.append(x2)
+            reductions.append(r2)
+            channels.append(c2)
+        offset = len(_STEM_REDUCTIONS)
+        head_inputs = [b + offset for b in arch.unused_blocks()]
+        output_stride = min(reductions[i] for i in head_inputs)
+        builder.add_head([pool[i] for i in head_inputs], output_stride, settings["head_width"])
+        title = (
+            f"template ({self.profile}): {len(arch.blocks)} blocks over MobileNet-v2, "
+            f"output stride {output_stride}"
+        )
+        return builder.build(title, drop_dead_ends=True)

@@ -106,3 +106,31 @@ def test_bad_cost_settings_are_one_line_config_errors(
         parse_config(tiny_config_dict(tmp_path, **sections))
     assert message in str(info.value) and "\n" not in str(info.value)
     assert not optuna.study.get_all_study_names(f"sqlite:///{tmp_path / 'x.db'}")
+
+
+def test_an_architecture_proposed_again_is_not_measured_again(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    from nas_optuna import objective as objective_module
+
+    monkeypatch.setattr(objective_module, "train_architecture", fake_trainer([0.5] * 3))
+    measured: list[int] = []
+    real_measure = objective_module.measure_network
+
+    def counting_measure(network, *args, **kwargs):  # noqa: ANN001
+        measured.append(count_parameters(network.decoder))
+        return real_measure(network, *args, **kwargs)
+
+    monkeypatch.setattr(objective_module, "measure_network", counting_measure)
+    draft = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3)).ask()
+    get_space("template").suggest(draft)
+    raw = tiny_config_dict(tmp_path, study={"n_trials": 3})
+    study = optuna.create_study(study_name="tiny", storage=raw["study"]["storage"],
+                                direction="maximize")
+    study.enqueue_trial(draft.params)
+    study.enqueue_trial(draft.params)
+    study = run_search(parse_config(raw))
+    first, again, other = study.trials
+    assert first.params == again.params != other.params
+    assert len(measured) == 2  # the repeated architecture reused its measurement
+    for key in ("params_generated", "macs", "latency_ms", "peak_memory_mb"):
+        assert again.user_attrs[key] == first.user_attrs[key]

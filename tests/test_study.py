@@ -84,6 +84,22 @@ def test_optuna_cli_reads_the_study(finished_study) -> None:
     assert json.loads(best.stdout)["number"] == study.best_trial.number
 
 
+def test_a_study_made_by_optuna_create_study_is_searched_and_named(
+        tmp_path: Path, monkeypatch) -> None:
+    """The README's workflow: `optuna create-study`, then `nas-optuna search` fills it."""
+    from nas_optuna import objective as objective_module
+
+    monkeypatch.setattr(objective_module, "train_architecture", fake_trainer([0.4, 0.5]))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna_cli = [sys.executable, "-c", "import optuna.cli, sys; sys.exit(optuna.cli.main())"]
+    subprocess.run([*optuna_cli, "create-study", "--storage", storage, "--study-name", "tiny",
+                    "--direction", "maximize"], capture_output=True, text=True, check=True)
+    assert optuna.load_study(study_name="tiny", storage=storage).metric_names is None
+    study = run_search(parse_config(tiny_config_dict(tmp_path, study={"n_trials": 2})))
+    assert study.metric_names == ["reward"]  # optuna-dashboard labels the objective
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+
+
 @pytest.mark.slow
 def test_rerunning_resumes_and_runs_only_missing_trials(finished_study) -> None:
     tmp_path, _ = finished_study

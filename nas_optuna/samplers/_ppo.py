@@ -5,13 +5,21 @@ How the pieces fit:
 * Sampling is define-by-run: every ``suggest_*`` of a controller-modelled parameter is one
   LSTM step, in the order the objective asks. The LSTM state of a running trial lives in
   ``self._rollouts`` (keyed by trial id) until ``after_trial``.
-* ``after_trial`` stores the trial's decisions and their behaviour log-probabilities in
-  its system attrs (``ppo:actions``, ``ppo:log_probs``).
+* A trial's decisions and their behaviour log-probabilities are stored in its system attrs
+  (``ppo:actions``, ``ppo:log_probs``) as soon as it has made no new decision for
+  ``_FLUSH_DELAY`` seconds (a background timer: define-by-run sampling has no "last
+  decision" event), and at the latest in ``after_trial``. So a worker killed while the
+  trial trains leaves them behind, and the retry Optuna's
+  ``RetryHeartbeatStaleTrialCallback`` queues (same params, same system attrs) carries
+  them: the retried trial is learned from like any other. A retry that needs further
+  decisions first replays the inherited ones through the LSTM.
 * Learning happens only by *catching up* on the storage: before a trial's first modelled
   decision, every finished trial not learned yet is learned, one PPO update each, in trial
   number order. The initial weights come from a seed kept in the study's system attrs
   (``ppo:init_seed``). So the policy is a function of the storage alone, and a resumed
-  study or a second worker process rebuilds it and keeps learning from every trial.
+  study or a second worker process rebuilds it and keeps learning from every trial. A FAIL
+  trial that was retried (its number is in another trial's ``retry_history``) is not
+  learned from: its retry is.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import contextlib
 import math
 import random
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -39,6 +48,8 @@ _ACTIONS_KEY = "ppo:actions"
 _LOG_PROBS_KEY = "ppo:log_probs"
 _INIT_SEED_KEY = "ppo:init_seed"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+#: Seconds without a new decision after which a running trial's decisions are stored.
+_FLUSH_DELAY = 0.25
 
 
 class PPOSampler(BaseSampler):
@@ -186,6 +197,9 @@ class PPOSampler(BaseSampler):
         self._learner: _Learner | None = None
         self._reward: _RewardFunction | None = None
         self._seen: set[int] = set()
+        self._timers: dict[int, threading.Timer] = {}
+        self._last_decision: dict[int, float] = {}
+        self._flushed: dict[int, int] = {}
 
     @property
     def controller(self) -> torch.nn.Module | None:
@@ -227,14 +241,65 @@ class PPOSampler(BaseSampler):
                 # A trial's first decision: learn from everything finished so far first.
                 self._catch_up(study)
                 rollout = self._rollouts[trial._trial_id] = _Rollout()
-                self._decisions[trial._trial_id] = []
+                self._decisions[trial._trial_id] = self._replay_inherited(trial, rollout)
             kind = self._controller.kind_id(param_name, len(values))
             logits = self._controller.step(rollout, kind).tolist()
             uniform = float(torch.rand((), generator=self._rng))
             action, log_prob = _sample(logits, uniform)
             rollout.previous = (kind, action)
             self._decisions[trial._trial_id].append((param_name, action, len(values), log_prob))
+            self._schedule_flush(study, trial._trial_id)
         return values[action]
+
+    def _schedule_flush(self, study: Study, trial_id: int) -> None:
+        """Stores the decisions once the trial has made none for ``_FLUSH_DELAY`` seconds."""
+        self._last_decision[trial_id] = time.monotonic()
+        if trial_id not in self._timers:
+            self._start_timer(study, trial_id, _FLUSH_DELAY)
+
+    def _start_timer(self, study: Study, trial_id: int, delay: float) -> None:
+        timer = threading.Timer(delay, self._flush, args=(study, trial_id))
+        timer.daemon = True
+        self._timers[trial_id] = timer
+        timer.start()
+
+    def _flush(self, study: Study, trial_id: int) -> None:
+        with self._lock:
+            if self._timers.pop(trial_id, None) is None or trial_id not in self._decisions:
+                return  # the trial ended (after_trial stored them) or was never ours
+            idle = time.monotonic() - self._last_decision[trial_id]
+            if idle < _FLUSH_DELAY:  # still deciding: look again later
+                self._start_timer(study, trial_id, _FLUSH_DELAY - idle)
+                return
+            decisions = self._decisions[trial_id]
+            if self._flushed.get(trial_id) == len(decisions):
+                return
+            try:
+                _store_decisions(study, trial_id, decisions)
+            except Exception:  # noqa: BLE001 - finished elsewhere meanwhile: nothing to keep
+                return
+            self._flushed[trial_id] = len(decisions)
+
+    def _replay_inherited(
+        self, trial: FrozenTrial, rollout: _Rollout
+    ) -> list[tuple[str, int, int, float]]:
+        """Decisions a retried trial inherited, replayed into ``rollout`` (teacher-forced).
+
+        A retry of a trial killed while it was still suggesting has the first decisions
+        (stored) but not the rest; the LSTM must see those first ones before it goes on.
+        """
+        actions = trial.system_attrs.get(_ACTIONS_KEY)
+        log_probs = trial.system_attrs.get(_LOG_PROBS_KEY)
+        if not actions or log_probs is None or len(log_probs) != len(actions):
+            return []
+        assert self._controller is not None
+        inherited = []
+        for (name, action, n_choices), log_prob in zip(actions, log_probs):
+            kind = self._controller.kind_id(name, n_choices)
+            self._controller.step(rollout, kind)
+            rollout.previous = (kind, action)
+            inherited.append((name, action, n_choices, log_prob))
+        return inherited
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._fallback.before_trial(study, trial)
@@ -249,15 +314,14 @@ class PPOSampler(BaseSampler):
         with self._lock:
             self._rollouts.pop(trial._trial_id, None)
             decisions = self._decisions.pop(trial._trial_id, None)
-        if decisions:
-            # Written while the trial still runs: Optuna stores the final state after this.
-            storage = study._storage
-            storage.set_trial_system_attr(
-                trial._trial_id, _ACTIONS_KEY, [[name, a, n] for name, a, n, _ in decisions]
-            )
-            storage.set_trial_system_attr(
-                trial._trial_id, _LOG_PROBS_KEY, [lp for *_, lp in decisions]
-            )
+            timer = self._timers.pop(trial._trial_id, None)
+            if timer is not None:
+                timer.cancel()
+            self._last_decision.pop(trial._trial_id, None)
+            flushed = self._flushed.pop(trial._trial_id, None)
+            if decisions and flushed != len(decisions):
+                # Written while the trial still runs: Optuna stores the final state after this.
+                _store_decisions(study, trial._trial_id, decisions)
         self._fallback.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
@@ -293,8 +357,12 @@ class PPOSampler(BaseSampler):
         self._study_key = key
 
     def _catch_up(self, study: Study) -> int:
-        trials = study._storage.get_all_trials(study._study_id, deepcopy=False, states=_FINISHED)
-        new = sorted((t for t in trials if t.number not in self._seen), key=lambda t: t.number)
+        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        # Retried FAIL trials (crash, stale heartbeat, interruption) are learned through
+        # their retry, which carries the same decisions.
+        retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+        new = sorted((t for t in trials if t.state in _FINISHED and t.number not in self._seen),
+                     key=lambda t: t.number)
         learned = 0
         for trial in new:
             self._seen.add(trial.number)
@@ -302,6 +370,13 @@ class PPOSampler(BaseSampler):
             # another process, failed as stale); either way its rollout is over.
             self._rollouts.pop(trial._trial_id, None)
             self._decisions.pop(trial._trial_id, None)
+            timer = self._timers.pop(trial._trial_id, None)
+            if timer is not None:
+                timer.cancel()
+            self._last_decision.pop(trial._trial_id, None)
+            self._flushed.pop(trial._trial_id, None)
+            if trial.state == TrialState.FAIL and trial.number in retried:
+                continue
             trajectory = self._trajectory(trial)
             if trajectory is not None:
                 assert self._learner is not None
@@ -330,6 +405,7 @@ class PPOSampler(BaseSampler):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_lock"] = None
+        state["_timers"] = {}
         state["_rng"] = self._rng.get_state()
         return state
 
@@ -339,6 +415,15 @@ class PPOSampler(BaseSampler):
         self._lock = threading.RLock()
         self._rng = torch.Generator()
         self._rng.set_state(rng_state)
+
+
+def _store_decisions(study: Study, trial_id: int,
+                     decisions: Sequence[tuple[str, int, int, float]]) -> None:
+    """Writes a running trial's decisions so far (``ppo:actions``, ``ppo:log_probs``)."""
+    storage = study._storage
+    storage.set_trial_system_attr(trial_id, _ACTIONS_KEY,
+                                  [[name, a, n] for name, a, n, _ in decisions])
+    storage.set_trial_system_attr(trial_id, _LOG_PROBS_KEY, [lp for *_, lp in decisions])
 
 
 def _sample(logits: list[float], uniform: float) -> tuple[int, float]:

@@ -13,17 +13,19 @@ Choices the papers leave open:
 * Features are stored as float16 (half the memory; stage 1 casts batches back to float32).
 * The cache key hashes the dataset description, the split, the crop, the stem and how it
   was initialised; the file is written to a temporary name and renamed, so a reader never
-  sees half a file and two processes building it at once both end with a valid cache.
+  sees half a file. Workers on one machine that need the same cache at once take a file
+  lock (``flock`` on ``<cache>.lock``): one builds it, the others wait and load it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,11 @@ from torch import nn
 
 from nas_optuna.data import SegmentationDataset, SegmentationSource, build_transforms, meta_split
 from nas_optuna.exceptions import DatasetError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock, the atomic rename remains
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["SearchData", "prepare_search_data", "cache_key"]
 
@@ -170,6 +177,10 @@ def prepare_search_data(
     if len(source) == 0:
         raise DatasetError("the dataset has no images")
     train_indices, val_indices = meta_split(len(source), val_fraction, split_seed)
+    if len(train_indices) < 2:  # batch norm cannot train on one image: every trial would fail
+        raise DatasetError(f"too few images: {len(source)} images with val_fraction="
+                           f"{val_fraction} leave {len(train_indices)} for meta-train, "
+                           f"which needs at least 2")
     key = cache_key(
         source,
         train_indices=train_indices,
@@ -195,37 +206,44 @@ def prepare_search_data(
     path = Path(cache_dir) / f"stem-features-{key}.pt" if cache_dir is not None else None
     cached = _read_cache(path)
     if cached is None:
-        # Reading every image here also validates the whole dataset before any trial.
-        train_images, train_labels = _stack(train_fixed, "meta-train")
-        val_images, val_labels = _stack(val_fixed, "meta-val")
-        with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's RNG
-            torch.manual_seed(seed)
-            stem = build_stem().to(device)
-        how = initialise_stem(stem, augmented)
-        stem.eval()
-        train_features = _features(stem, train_images, batch_size, device)
-        if flip_views:
-            flipped = _features(stem, train_images.flip(-1), batch_size, device)
-            train_features = [torch.cat(pair) for pair in zip(train_features, flipped)]
-            train_labels = torch.cat([train_labels, train_labels.flip(-1)])
-        teacher_logits = None
-        if teacher is not None:
-            teacher_logits = _teacher_logits(teacher, train_images, batch_size, device)
-            if flip_views:
-                flipped = _teacher_logits(teacher, train_images.flip(-1), batch_size, device)
-                teacher_logits = torch.cat([teacher_logits, flipped])
-        cached = {
-            "version": _CACHE_VERSION,
-            "stem_state": {k: v.detach().cpu() for k, v in stem.state_dict().items()},
-            "stem_weights": how,
-            "train_features": train_features,
-            "train_labels": train_labels,
-            "val_features": _features(stem, val_images, batch_size, device),
-            "val_images": val_images.half(),
-            "val_labels": val_labels,
-            "train_teacher_logits": teacher_logits,
-        }
-        _write_cache(path, cached)
+        # Workers on one machine building the same cache at once: one builds it, the
+        # others wait for the lock and then read what it wrote.
+        with _build_lock(path):
+            cached = _read_cache(path)
+            if cached is None:
+                # Reading every image here also validates the whole dataset before any trial.
+                train_images, train_labels = _stack(train_fixed, "meta-train")
+                val_images, val_labels = _stack(val_fixed, "meta-val")
+                # Seeded without disturbing the caller's RNG.
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    stem = build_stem().to(device)
+                how = initialise_stem(stem, augmented)
+                stem.eval()
+                train_features = _features(stem, train_images, batch_size, device)
+                if flip_views:
+                    flipped = _features(stem, train_images.flip(-1), batch_size, device)
+                    train_features = [torch.cat(pair) for pair in zip(train_features, flipped)]
+                    train_labels = torch.cat([train_labels, train_labels.flip(-1)])
+                teacher_logits = None
+                if teacher is not None:
+                    teacher_logits = _teacher_logits(teacher, train_images, batch_size, device)
+                    if flip_views:
+                        flipped = _teacher_logits(teacher, train_images.flip(-1), batch_size,
+                                                  device)
+                        teacher_logits = torch.cat([teacher_logits, flipped])
+                cached = {
+                    "version": _CACHE_VERSION,
+                    "stem_state": {k: v.detach().cpu() for k, v in stem.state_dict().items()},
+                    "stem_weights": how,
+                    "train_features": train_features,
+                    "train_labels": train_labels,
+                    "val_features": _features(stem, val_images, batch_size, device),
+                    "val_images": val_images.half(),
+                    "val_labels": val_labels,
+                    "train_teacher_logits": teacher_logits,
+                }
+                _write_cache(path, cached)
     return SearchData(
         num_classes=source.num_classes,
         stem_state=cached["stem_state"],
@@ -295,6 +313,27 @@ def _read_cache(path: Path | None) -> dict[str, Any] | None:
     except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt, never trusted
         return None
     return data if data.get("version") == _CACHE_VERSION else None
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<cache>.lock`` (released on exit, also if the holder dies).
+
+    Also removes temporary files a killed builder left behind: while the lock is held,
+    nobody else writes one.
+    """
+    if path is None or fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            for stale in path.parent.glob(f"{path.name}*.tmp"):
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _write_cache(path: Path | None, data: dict[str, Any]) -> None:

@@ -85,11 +85,11 @@ def test_search_with_a_teacher_distils_in_stage1_only(
     seen: list[tuple[int, bool]] = []  # (stage, teacher logits given)
     real_step = trainer._step
 
-    def recording_step(model, inputs, labels, optimisers, config, stage, teacher_logits=None):
-        seen.append((stage, teacher_logits is not None))
+    def recording_step(model, inputs, labels, optimisers, config, watch, teacher_logits=None):
+        seen.append((watch.stage, teacher_logits is not None))
         if teacher_logits is not None:  # the teacher's maps match the batch
             assert teacher_logits.shape[0] == labels.shape[0]
-        return real_step(model, inputs, labels, optimisers, config, stage, teacher_logits)
+        return real_step(model, inputs, labels, optimisers, config, watch, teacher_logits)
 
     monkeypatch.setattr(trainer, "_step", recording_step)
     path, genotype = teacher_checkpoint

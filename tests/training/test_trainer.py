@@ -158,6 +158,84 @@ def test_polyak_decay_warms_up_to_the_papers_value() -> None:
     assert 50 < average.module.weight.item() < 59
 
 
+def test_polyak_average_matches_torchs_ema_on_a_network_with_batch_norm() -> None:
+    """The cached-list fast path averages exactly what AveragedModel's EMA averages."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from nas_optuna.training.trainer import _PolyakAverage
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    ours = _PolyakAverage(model, decay=0.9)
+    updates = 0
+
+    def warmed_up(averaged, current, count):  # the same warm-up as ours, through torch
+        get_ema_multi_avg_fn(min(0.9, updates / (9 + updates)))(averaged, current, count)
+
+    reference = AveragedModel(model, multi_avg_fn=warmed_up, use_buffers=True)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(25):
+        model(torch.randn(2, 3, 8, 8)).square().mean().backward()
+        optimiser.step()
+        optimiser.zero_grad()
+        updates += 1
+        ours.update_parameters(model)
+        reference.update_parameters(model)
+    theirs = dict(reference.module.state_dict())
+    for name, value in ours.module.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, theirs[name], rtol=1e-6, atol=1e-7)
+        else:  # num_batches_tracked: copied from the model (torch's EMA rounds it)
+            assert torch.equal(value, model.state_dict()[name])
+
+
+def test_optimisers_use_fused_kernels_on_cpu(search_data, monkeypatch) -> None:
+    created = []
+    real_adam = torch.optim.Adam
+
+    def spy(*args, **kwargs):
+        created.append(kwargs)
+        return real_adam(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", spy)
+    train_architecture(_network(search_data), search_data,
+                       TrainConfig(stage1_epochs=1, stage2_epochs=1, batch_size=8), device=CPU)
+    assert created and all(kwargs.get("fused") is True for kwargs in created)
+
+
+def test_training_and_validation_run_channels_last_on_cpu(search_data) -> None:
+    # Channels-last is the faster layout for these networks on CPU too
+    # (docs/benchmarks_throughput.md); every convolution must see it, in both stages.
+    network = _network(search_data)
+    layouts: list[bool] = []
+
+    def record(module: nn.Module, inputs: tuple) -> None:
+        if inputs[0].dim() == 4 and inputs[0].shape[1] > 1 and inputs[0].shape[-1] > 1:
+            layouts.append(inputs[0].is_contiguous(memory_format=torch.channels_last))
+
+    for module in network.modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_pre_hook(record)
+    train_architecture(network, search_data,
+                       TrainConfig(stage1_epochs=1, stage2_epochs=1, batch_size=8), device=CPU)
+    assert len(layouts) > 20 and all(layouts)
+    weights = [m.weight for m in network.modules() if isinstance(m, nn.Conv2d)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+
+
+def test_a_non_finite_loss_is_reported_with_its_value_and_stage() -> None:
+    from nas_optuna.training.trainer import _NonFiniteWatch
+
+    watch = _NonFiniteWatch(stage=2)
+    for value in (1.0, 0.5, float("inf"), float("nan"), 0.3):
+        watch.observe(torch.tensor(value))
+    with pytest.raises(TrialFailed, match=r"non-finite loss inf in stage 2"):
+        watch.check()
+    fine = _NonFiniteWatch(stage=1)
+    fine.observe(torch.tensor(0.7))
+    fine.check()  # finite losses pass
+
+
 class _NaNDecoder(nn.Module):
     def __init__(self, decoder: nn.Module) -> None:
         super().__init__()
