@@ -359,8 +359,10 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
     Used around "count the study's trials, then start one" so that workers never start
     more trials than the study's budget. PostgreSQL: a session advisory lock; MySQL and
     MariaDB: ``GET_LOCK``; SQLite and journal files: ``flock`` on a file beside the
-    storage; Redis: a lock key that expires after 5 minutes if its holder dies. A gRPC
-    proxy offers none: there the lock is only per process (documented limit).
+    storage; Redis: a lock key that expires after 5 minutes if its holder dies; the gRPC
+    proxy of ``nas-optuna storage-proxy``: a lease it serves, also expiring after 5
+    minutes (a proxy started by Optuna's own ``run_grpc_proxy_server`` has none: the lock
+    is then per process, with a warning).
     """
     with _thread_lock(url, study_name):
         with _process_lock(url, study_name):
@@ -394,8 +396,14 @@ def _engine(url: str) -> Any:
 
 @contextlib.contextmanager
 def _process_lock(url: str, study_name: str) -> Iterator[None]:
-    if is_in_memory(url) or url.startswith(_GRPC):
+    if is_in_memory(url):
         yield
+        return
+    if url.startswith(_GRPC):
+        from nas_optuna._grpc_lock import grpc_study_lock
+
+        with grpc_study_lock(urlsplit(url).netloc, _lock_name(study_name)):
+            yield
         return
     if url.startswith(_JOURNAL):
         with file_lock(Path(str(_journal_path(url)) + ".nas-optuna.lock")):

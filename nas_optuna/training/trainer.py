@@ -30,10 +30,11 @@ Procedure (WACV 2020 Sect. 4.1; CVPR 2019; ``../shared/spec/reference-semantics.
 * Validation upsamples the logits bilinearly to the label size and computes mean IoU,
   mean accuracy and frequency-weighted IoU from one confusion matrix; the reward is their
   geometric mean.
-* Networks and inputs are channels-last on every device (1.29x faster forward/backward on
-  CPU, measured); on CUDA the forward passes also run under bf16 autocast. bf16 autocast
-  on a CPU with AVX512-BF16 was measured and not taken: 1.20x the time of channels-last
-  fp32.
+* Networks and inputs are channels-last on every device; on CUDA the forward passes also
+  run under bf16 autocast. Measured on 2 CPU cores (``benchmarks/layouts.py``): a
+  training step of 12 search networks took 1.36x less time channels-last than contiguous,
+  every one of them faster; bf16 autocast, even with AMX-BF16, took 1.24x the time of
+  channels-last fp32, so the CPU stays fp32.
 * A non-finite loss raises :class:`~nas_optuna.exceptions.TrialFailed` (``nan_loss``), an
   out-of-memory error raises it with ``out_of_memory``.
 
@@ -338,11 +339,7 @@ def _on_device(loader: DataLoader, device: torch.device
 
 
 def _channels_last(tensor: torch.Tensor) -> torch.Tensor:
-    """NHWC strides: the layout cuDNN and oneDNN convolutions are fastest in.
-
-    On CPU too: forward/backward of 12 template and auxcell search networks took 1.29x less
-    time channels-last than contiguous (2 threads, AMD EPYC; docs/benchmarks_throughput.md).
-    """
+    """NHWC strides: the layout cuDNN's and oneDNN's convolutions run fastest in."""
     return tensor.contiguous(memory_format=torch.channels_last)
 
 
