@@ -406,24 +406,20 @@ def instrument_nas_optuna(timer: PhaseTimer, capture: dict[str, Any],
         space.suggest = timer.wrap("sampler", space.suggest)
         return space
 
-    def prepare(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        data = original_prepare(*args, **kwargs)
-        capture["prepare_s"] = capture.get("prepare_s", 0.0) + time.perf_counter() - started
-        capture["data"] = data
-        return data
-
-    def initialise(*args: Any, **kwargs: Any) -> str:
-        started = time.perf_counter()
-        how = original_initialise(*args, **kwargs)
-        capture["stem_init_s"] = capture.get("stem_init_s", 0.0) + time.perf_counter() - started
-        capture["stem_weights"] = how
-        return how
+    def one_off(original: Callable[..., Any], seconds_key: str,
+                value_key: str) -> Callable[..., Any]:
+        """``original``, adding its seconds to ``capture[seconds_key]``, its result kept."""
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            value = original(*args, **kwargs)
+            capture[seconds_key] = (capture.get(seconds_key, 0.0)
+                                    + time.perf_counter() - started)
+            capture[value_key] = value
+            return value
+        return timed
 
     original_build_sampler = study_module.build_sampler
     original_get_space = study_module.get_space
-    original_prepare = study_module.prepare_search_data
-    original_initialise = study_module.initialise_stem
     with contextlib.ExitStack() as stack:
         for target, name, phase in hooks:
             if target is None or not callable(getattr(target, name, None)):
@@ -434,8 +430,12 @@ def instrument_nas_optuna(timer: PhaseTimer, capture: dict[str, Any],
                 mock.patch.object(target, name, timer.wrap(phase, getattr(target, name))))
         stack.enter_context(mock.patch.object(study_module, "build_sampler", build_sampler))
         stack.enter_context(mock.patch.object(study_module, "get_space", get_space_timed))
-        stack.enter_context(mock.patch.object(study_module, "prepare_search_data", prepare))
-        stack.enter_context(mock.patch.object(study_module, "initialise_stem", initialise))
+        stack.enter_context(mock.patch.object(
+            study_module, "prepare_search_data",
+            one_off(study_module.prepare_search_data, "prepare_s", "data")))
+        stack.enter_context(mock.patch.object(
+            study_module, "initialise_stem",
+            one_off(study_module.initialise_stem, "stem_init_s", "stem_weights")))
         if training_seed is not None:
             base = study_module.SearchObjective
 
