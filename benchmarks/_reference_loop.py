@@ -46,7 +46,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, SubsetRandomSampler
 
 from nas_optuna.config import TrainConfig
 from nas_optuna.data import SegmentationDataset, SegmentationSource, build_transforms, meta_split
@@ -189,7 +189,10 @@ def train_reference(
         data: The reference datasets.
         config: Budget and optimiser settings (the same object nas-optuna trains with).
         device: Where to train.
-        seed: Seed of the batch order and the augmentation.
+        seed: Seed of the batch order and the augmentation. Drawn from in the order
+            nas-optuna's trainer draws (a permutation per stage-1 epoch, then the
+            augmentation seed and the stage-2 loader), so the same ``seed`` gives both the
+            same batches.
         omit_classes: Classes left out of the metrics.
         phase: Timing hook, see the module docstring.
 
@@ -239,11 +242,13 @@ def _stage1(
         average = PolyakAverage(decoder, config.polyak_decay[0])
     count = len(data.train_fixed)  # type: ignore[arg-type]
     with phase("data"):
+        # One permutation per epoch drawn from ``generator``, as nas-optuna's stage 1 draws
+        # it: ``shuffle=True`` would also draw the loader's worker seed and a spare
+        # permutation from it, and the two sides would train on different batch orders.
         loader = DataLoader(
             data.train_fixed,
             batch_size=config.batch_size,
-            shuffle=True,
-            generator=generator,
+            sampler=SubsetRandomSampler(range(count), generator=generator),
             drop_last=count % config.batch_size == 1,  # batch norm cannot train on one sample
         )
     for _ in range(config.stage1_epochs):

@@ -22,7 +22,12 @@ batch size) twice:
 Both sides measure the same costs per trial (params, MACs, peak memory and, as in the
 config, latency). Trial ``i`` of (b) and architecture ``i`` of (a) start from the same
 weights: the objective seeds torch with ``seed * 100003 + trial.number`` before building,
-and (a) does the same; the stem weights are the ones (b)'s ``prepare_search_data``
+and (a) does the same. Both also train with the seed ``seed + i``, and the reference loop
+draws its batch orders and augmentation seeds from it in nas-optuna's order (one
+permutation per stage-1 epoch), so the two sides see the same batches: their rewards
+differ only by what the implementations compute differently (float16 cached features,
+channels-last kernels, fused optimisers, the order of floating-point sums). The stem
+weights are the ones (b)'s ``prepare_search_data``
 initialised (ImageNet when cached, else the warm-up). The stem initialisation stands in
 for downloading ImageNet weights, which the papers do once, so it is reported but counted
 on neither side. Before either side runs, one network per space is built and run once,
@@ -58,9 +63,11 @@ reset per side through ``/proc/self/clear_refs`` where Linux allows it (else the
 peak so far, ``getrusage``).
 
 Rankings: Spearman's rho between (a) and (b) rewards of the same architectures (final
-and stage 1). ``--noise-ceiling`` trains (b) again with training seed ``seed + 1`` (same
-study seed, hence the same cached stem; other initial weights and batch order): rho
-between the two (b) runs is how far any comparison can go.
+and stage 1), which isolates the effect of the implementation. ``--noise-ceiling`` trains
+(b) again with training seed ``seed + 1`` (same study seed, hence the same cached stem;
+other initial weights and batch order): rho between the two (b) runs is how much the
+seed alone moves the ranking at this budget, the scale against which the
+implementation's effect is read.
 
 Several trials at once (``--concurrent K1,K2,...``; no list: 1,2 on CPU, 1,2,4,8 on
 CUDA): for each K, a fresh SQLite study holds ``N = max(K) * ceil(archs / max(K))``
