@@ -179,6 +179,7 @@ def test_multi_objective_study_returns_reward_and_cost(tmp_path: Path) -> None:
     assert study.metric_names == ["reward", "params_generated"]
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_bad_input_leaves_an_existing_study_untouched(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="tiny", storage=storage, direction="maximize")
