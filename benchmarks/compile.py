@@ -40,7 +40,6 @@ import argparse
 import contextlib
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -55,7 +54,7 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:  # the helpers live beside this script
     sys.path.insert(0, str(_HERE))
 
-from _machine import OtherLoad, cpu_model, loadavg  # noqa: E402
+from _step_timing import Start, start, step_parser  # noqa: E402
 from throughput import draw_architectures  # noqa: E402
 
 from nas_optuna.config import load_config  # noqa: E402
@@ -188,13 +187,11 @@ def _steps(value: float) -> str:
 
 
 def render(rows: list[dict[str, Any]], budget: dict[str, int], args: argparse.Namespace,
-           device: torch.device, before: float, other: float) -> str:
+           started: Start) -> str:
     """The markdown report: one row per architecture and workload, then the totals."""
-    name = cpu_model() if device.type == "cpu" else torch.cuda.get_device_name(device)
+    device = started.device
     lines = [
-        f"Machine: {name}, device {device.type}, {torch.get_num_threads()} torch threads; "
-        f"torch {torch.__version__}, Python {platform.python_version()}. Load average "
-        f"before: {before:.2f}; other processes kept {other:.2f} cores busy.",
+        started.machine_line(),
         "",
         f"Setting: {args.archs} architectures per space (RandomSampler seed 0, search "
         f"profile), batch {args.batch} of {args.height}x{args.width}, channels-last, "
@@ -231,35 +228,21 @@ def render(rows: list[dict[str, Any]], budget: dict[str, int], args: argparse.Na
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--spaces", default="template,auxcell")
-    parser.add_argument("--archs", type=int, default=3, help="architectures per space")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--height", type=int, default=64)
-    parser.add_argument("--width", type=int, default=96)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = step_parser(__doc__.split("\n", 1)[0], archs=3)
     parser.add_argument("--backend", default="inductor",
                         help="torch.compile backend (the smoke test uses 'eager')")
     parser.add_argument("--mode", default=None,
                         help="torch.compile mode, e.g. reduce-overhead (default: torch's)")
     parser.add_argument("--config", type=Path, default=REPO / "studies" / "quickstart.toml",
                         help="the budget the break-even is set against")
-    parser.add_argument("--out", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    before, other = loadavg(), OtherLoad()
+    started = start(args)
     with tempfile.TemporaryDirectory(prefix="inductor-") as cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # nothing from earlier runs
-        rows = run(args.spaces.split(","), args.archs, device, batch=args.batch,
+        rows = run(args.spaces.split(","), args.archs, started.device, batch=args.batch,
                    image_size=(args.height, args.width), warmup=args.warmup,
                    repeats=args.repeats, backend=args.backend, mode=args.mode)
-    report = render(rows, budget_steps(args.config), args, device, before, other.cores())
+    report = render(rows, budget_steps(args.config), args, started)
     print(report)
     if args.out is not None:
         args.out.write_text(report)

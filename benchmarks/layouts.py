@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +29,7 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:  # the helpers live beside this script
     sys.path.insert(0, str(_HERE))
 
-from _machine import OtherLoad, cpu_model, loadavg  # noqa: E402
+from _step_timing import Start, start, step_parser  # noqa: E402
 from throughput import draw_architectures  # noqa: E402
 
 from search_spaces import get_space  # noqa: E402
@@ -97,14 +96,11 @@ def run(spaces: Sequence[str], n_archs: int, device: torch.device, *, batch: int
 
 
 def render(results: dict[str, dict[str, list[float]]], args: argparse.Namespace,
-           device: torch.device, before: float, other: float) -> str:
+           started: Start) -> str:
     """The markdown table: total step time per setting and its speed relative to fp32."""
     baseline = "fp32, contiguous"
     lines = [
-        f"Machine: {cpu_model() if device.type == 'cpu' else torch.cuda.get_device_name(device)}"
-        f", device {device.type}, {torch.get_num_threads()} torch threads; torch "
-        f"{torch.__version__}, Python {platform.python_version()}. Load average before: "
-        f"{before:.2f}; other processes kept {other:.2f} cores busy.",
+        started.machine_line(),
         "",
         f"Setting: {args.archs} architectures per space (RandomSampler seed 0, search "
         f"profile), batch {args.batch} of {args.height}x{args.width}, {args.warmup} warm-up "
@@ -128,27 +124,12 @@ def _pooled(results: dict[str, dict[str, list[float]]]) -> dict[str, list[float]
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--spaces", default="template,auxcell")
-    parser.add_argument("--archs", type=int, default=6, help="architectures per space")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--height", type=int, default=64)
-    parser.add_argument("--width", type=int, default=96)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    before, other = loadavg(), OtherLoad()
-    results = run(args.spaces.split(","), args.archs, device, batch=args.batch,
+    args = step_parser(__doc__.split("\n", 1)[0], archs=6).parse_args(argv)
+    started = start(args)
+    results = run(args.spaces.split(","), args.archs, started.device, batch=args.batch,
                   image_size=(args.height, args.width), warmup=args.warmup,
                   repeats=args.repeats)
-    table = render(results, args, device, before, other.cores())
+    table = render(results, args, started)
     print(table)
     if args.out is not None:
         args.out.write_text(table)

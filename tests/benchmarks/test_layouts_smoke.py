@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.mark.slow
-def test_layouts_times_every_setting_of_every_architecture(tmp_path: Path) -> None:
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import layouts
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def test_layouts_times_every_setting_of_every_architecture(
+    tmp_path: Path, import_benchmark: Callable[[str], ModuleType]
+) -> None:
+    layouts = import_benchmark("layouts")
     results = layouts.run(["auxcell"], 2, layouts.torch.device("cpu"), batch=2,
                           image_size=(32, 32), warmup=0, repeats=1)
     assert set(results) == {"auxcell"}

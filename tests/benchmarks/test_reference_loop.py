@@ -7,8 +7,7 @@ same batches, in the same order, with the same augmentations, for the same seed.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -21,19 +20,12 @@ from nas_optuna.training import initialise_stem, prepare_search_data, train_arch
 from nas_optuna.training import trainer as trainer_module
 from search_spaces import get_space
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def reference_loop() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import _reference_loop as module
-
-        yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def reference_loop(import_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return import_benchmark("_reference_loop")
 
 
 @pytest.mark.parametrize("flip_views", [False, True])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,18 +22,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def throughput() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import throughput as module
-
-        yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def throughput(import_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return import_benchmark("throughput")
 
 
 @pytest.fixture(scope="module")
