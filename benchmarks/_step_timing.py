@@ -1,5 +1,5 @@
 """What the training-step benchmarks (``layouts.py``, ``compile.py``) share: their options,
-their start-up and the machine line of their reports."""
+their start-up, the machine line of their reports and where the reports go."""
 
 from __future__ import annotations
 
@@ -52,3 +52,11 @@ def start(args: argparse.Namespace) -> Start:
     if args.threads:
         torch.set_num_threads(args.threads)
     return Start(torch.device(args.device), loadavg(), OtherLoad())
+
+
+def publish(report: str, out: Path | None) -> str:
+    """Prints ``report``, also writes it to ``out`` when given, and returns it."""
+    print(report)
+    if out is not None:
+        out.write_text(report)
+    return report

@@ -3,7 +3,8 @@
 Every trial of a search trains a new architecture, so a compiled trainer would compile a
 new graph in every trial. This script measures, per architecture, what that costs and
 what it returns, for the two training workloads of a trial as the trainer runs them
-(channels-last fp32 on CPU, bf16 autocast on CUDA; forward, loss, backward, Adam step):
+(the trainer's own step: channels-last, fp32 on CPU and bf16 autocast on CUDA; forward,
+loss with the auxiliary heads, backward, gradient clipping, fused Adam):
 
 * **stage 1**: the decoder alone on the frozen stem's features (the trainer's cached
   features; here computed once from random images);
@@ -26,8 +27,8 @@ Choices, stated because they decide the numbers:
   compile the evaluation mode and the last, smaller batch of an epoch (a new shape), so
   the break-even points here are lower bounds.
 * ``torch.compile(module)`` with the default backend (inductor; ``--backend``) and mode
-  (``--mode``, e.g. ``reduce-overhead`` for CUDA graphs); the loss and the optimiser step
-  stay eager (compiling them as well adds graphs to compile).
+  (``--mode``, e.g. ``reduce-overhead`` for CUDA graphs), which is what the trainer would
+  compile; the rest of its step (loss, clipping, optimiser) stays eager.
 
 Usage::
 
@@ -37,7 +38,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
@@ -48,18 +48,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:  # the helpers live beside this script
     sys.path.insert(0, str(_HERE))
 
-from _step_timing import Start, start, step_parser  # noqa: E402
+from _step_timing import Start, publish, start, step_parser  # noqa: E402
 from throughput import draw_architectures  # noqa: E402
 
-from nas_optuna.config import load_config  # noqa: E402
+from nas_optuna.config import TrainConfig, load_config  # noqa: E402
 from nas_optuna.data import meta_split  # noqa: E402
-from nas_optuna.networks import AuxiliaryOutputs  # noqa: E402
+from nas_optuna.training import trainer  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 
 REPO = _HERE.parent
@@ -69,37 +68,21 @@ WORKLOADS = ("stage 1", "stage 2")
 PAPER_STEPS = {"stage 1": 5 * math.ceil(2677 / 32), "stage 2": 5 * (2677 // 32)}
 
 
-def _loss(outputs: Any, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the logits and of every auxiliary head, labels resized to each."""
-    heads = ([outputs.logits, *outputs.auxiliary] if isinstance(outputs, AuxiliaryOutputs)
-             else [outputs])
-    loss = torch.zeros((), device=labels.device)
-    for logits in heads:
-        resized = F.interpolate(labels[:, None].float(), size=logits.shape[-2:],
-                                mode="nearest")[:, 0].long()
-        loss = loss + F.cross_entropy(logits.float(), resized)
-    return loss
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    # The trainer's precision: bf16 autocast on CUDA, fp32 elsewhere.
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def time_steps(module: torch.nn.Module, inputs: Any, labels: torch.Tensor, *,
                warmup: int, repeats: int, sync: Callable[[], None]) -> tuple[float, float]:
-    """(seconds of the first step, mean seconds of a step after ``warmup`` more)."""
-    optimiser = torch.optim.Adam(module.parameters(), lr=1e-3)
+    """(seconds of the first step, mean seconds of a step after ``warmup`` more).
+
+    A step is the trainer's own (:func:`nas_optuna.training.trainer._step`: autocast on
+    CUDA, the loss with its auxiliary heads, backward, clipping, fused Adam), with the
+    default :class:`~nas_optuna.config.TrainConfig`.
+    """
+    config = TrainConfig()
+    optimiser = trainer._adam(list(module.parameters()), lr=config.decoder_lr,
+                              weight_decay=config.weight_decay)
+    watch = trainer._NonFiniteWatch(stage=0)
 
     def step() -> None:
-        with _autocast(labels.device):
-            outputs = module(inputs)
-        loss = _loss(outputs, labels)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        trainer._step(module, inputs, labels, optimiser, config, watch)
 
     sync()
     started = time.perf_counter()
@@ -243,10 +226,7 @@ def main(argv: Sequence[str] | None = None) -> str:
                    image_size=(args.height, args.width), warmup=args.warmup,
                    repeats=args.repeats, backend=args.backend, mode=args.mode)
     report = render(rows, budget_steps(args.config), args, started)
-    print(report)
-    if args.out is not None:
-        args.out.write_text(report)
-    return report
+    return publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:  # the helpers live beside this script
     sys.path.insert(0, str(_HERE))
 
-from _step_timing import Start, start, step_parser  # noqa: E402
+from _step_timing import Start, publish, start, step_parser  # noqa: E402
 from throughput import draw_architectures  # noqa: E402
 
 from search_spaces import get_space  # noqa: E402
@@ -130,10 +130,7 @@ def main(argv: Sequence[str] | None = None) -> str:
                   image_size=(args.height, args.width), warmup=args.warmup,
                   repeats=args.repeats)
     table = render(results, args, started)
-    print(table)
-    if args.out is not None:
-        args.out.write_text(table)
-    return table
+    return publish(table, args.out)
 
 
 if __name__ == "__main__":

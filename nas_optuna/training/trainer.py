@@ -36,9 +36,9 @@ Procedure (WACV 2020 Sect. 4.1; CVPR 2019; ``../shared/spec/reference-semantics.
   every one of them faster; bf16 autocast, even with AMX-BF16, took 1.24x the time of
   channels-last fp32, so the CPU stays fp32.
 * Nothing is ``torch.compile``-d: every trial trains a new architecture, so every trial
-  would compile new graphs. Measured on 2 CPU cores (``benchmarks/compile.py``): 35-128 s
-  per graph for 1.04x per stage-1 step and 0.97x per stage-2 step over six architectures,
-  i.e. never paid back within a trial.
+  would compile new graphs. Measured on 2 CPU cores (``benchmarks/compile.py``): 27-107 s
+  per graph, and the compiled steps of six architectures were slower overall (0.83x in
+  stage 1, 0.98x in stage 2), so compiling never pays back within a trial.
 * A non-finite loss raises :class:`~nas_optuna.exceptions.TrialFailed` (``nan_loss``), an
   out-of-memory error raises it with ``out_of_memory``.
 
