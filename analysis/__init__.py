@@ -20,6 +20,8 @@ Questions and the paper figures they answer:
   high rewards? (template supplementary Figs. 15-16; operations in any space)
 * :func:`stage_correlation`, :func:`retrain_correlation`: does stage 1 rank architectures
   as stage 2 does, and the search as a longer training does? (template Fig. 9)
+* :func:`seed_noise`: how much does one architecture's reward move between training
+  seeds? (the floor every ranking figure is read against)
 * :func:`pareto_front`, :func:`hypervolume_history`: multi-objective studies.
 
 Example:
@@ -39,6 +41,7 @@ from analysis.correlation import (
     stage_correlation,
 )
 from analysis.genotype import COMPONENTS, genotype_long, template_label
+from analysis.noise import SeedNoise, seed_noise
 from analysis.pareto import default_reference_point, hypervolume_history, pareto_front
 from analysis.progress import compare_rewards, reward_over_time, stage_rewards
 from analysis.report import build_report, write_report
@@ -54,6 +57,7 @@ __all__ = [
     "Analysis",
     "InsufficientData",
     "RankCorrelation",
+    "SeedNoise",
     "build_report",
     "compare_rewards",
     "completed_trials",
@@ -63,6 +67,7 @@ __all__ = [
     "operation_stats",
     "pareto_front",
     "rank_correlation",
+    "seed_noise",
     "retrain_correlation",
     "retrain_pairs",
     "retrain_studies",

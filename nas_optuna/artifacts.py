@@ -379,53 +379,90 @@ class ArtifactFile:
 
 
 class _DeferredMetadata:
-    """Holds ``upload_artifact``'s metadata write until the file is in the store.
+    """Holds ``upload_artifact``'s metadata writes until the file is in the store.
 
-    ``optuna.artifacts.upload_artifact`` records the metadata first and writes the file
-    second; a failed write (disk full) would leave an entry pointing at nothing, which
-    optuna-dashboard then fails to serve. Passed as its ``storage``, this buffers the
-    metadata so that it is committed only after the write succeeded.
+    Whatever order ``optuna.artifacts.upload_artifact`` writes the file and records its
+    metadata in (Optuna 5.0 records first, 5.1 writes first), a failed write must leave no
+    entry pointing at a missing file, which optuna-dashboard would then fail to serve.
+    Passed as its ``storage``, this buffers trial and study system attrs and forwards
+    everything else to the real storage; :meth:`commit` writes them once the upload
+    returned.
     """
 
     def __init__(self, storage: Any) -> None:
         self._storage = storage
-        self.pending: list[tuple[int, str, Any]] = []
+        self.pending: list[tuple[str, int, str, Any]] = []
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self.pending.append((trial_id, key, value))
+        self.pending.append(("trial", trial_id, key, value))
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        raise NotImplementedError("trial artifacts only")
+        self.pending.append(("study", study_id, key, value))
+
+    def __getattr__(self, name: str) -> Any:  # reads and anything else: the real storage
+        return getattr(self._storage, name)
 
     def commit(self) -> None:
-        for trial_id, key, value in self.pending:
-            self._storage.set_trial_system_attr(trial_id, key, value)
+        for kind, owner, key, value in self.pending:
+            if kind == "trial":
+                self._storage.set_trial_system_attr(owner, key, value)
+            else:
+                self._storage.set_study_system_attr(owner, key, value)
 
-    def artifact_ids(self) -> list[str]:
-        prefix = "artifacts:"
-        return [key[len(prefix):] for _, key, _ in self.pending if key.startswith(prefix)]
+
+class _CleaningStore:
+    """An artifact store wrapper whose failed ``write`` leaves no file behind.
+
+    The cleanup keys on the id ``write`` is called with, so it does not depend on how or
+    in which order ``upload_artifact`` records the artifact: only the public
+    :class:`~optuna.artifacts._protocol.ArtifactStore` protocol (``write``, ``remove``,
+    ``open_reader``) is used.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.written: list[str] = []
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return self._store.open_reader(artifact_id)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        try:
+            self._store.write(artifact_id, content_body)
+        except BaseException:
+            self.remove_quietly(artifact_id)
+            raise
+        self.written.append(artifact_id)
+
+    def remove(self, artifact_id: str) -> None:
+        self._store.remove(artifact_id)
+
+    def remove_quietly(self, artifact_id: str) -> None:
+        """Removes an artifact's file if there is one; never raises."""
+        try:
+            self._store.remove(artifact_id)
+        except Exception:  # noqa: BLE001 - best effort: not there, or the disk is failing
+            pass
 
 
 def _upload_one(trial: optuna.Trial, store: Any, directory: Path, item: ArtifactFile) -> str:
     content = item.make()
     directory.mkdir(parents=True, exist_ok=True)
     metadata = _DeferredMetadata(trial.storage)
+    cleaning = _CleaningStore(store)
     with tempfile.TemporaryDirectory(prefix="nas-optuna-artifact-") as staging:
         path = Path(staging) / item.filename
         path.write_bytes(content)
         try:
             artifact_id = optuna.artifacts.upload_artifact(
-                artifact_store=store, file_path=str(path), study_or_trial=trial,
+                artifact_store=cleaning, file_path=str(path), study_or_trial=trial,
                 storage=metadata, mimetype=item.mimetype,
             )
+            metadata.commit()
         except BaseException:
-            for partial in metadata.artifact_ids():  # a half-written file is removed
-                try:
-                    store.remove(partial)
-                except Exception:  # noqa: BLE001 - best effort; nothing points at it
-                    pass
+            for written in cleaning.written:  # written, but not recorded: nothing points at it
+                cleaning.remove_quietly(written)
             raise
-    metadata.commit()
     return artifact_id
 
 

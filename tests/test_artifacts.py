@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import logging
+import uuid
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,9 @@ from nas_optuna.artifacts import (
     default_artifact_dir,
     mask_preview_png,
     preview_cell_size,
+    upload_trial_artifacts,
 )
-from nas_optuna.config import parse_config
+from nas_optuna.config import ArtifactsConfig, parse_config
 from nas_optuna.diagram import render_svg
 from nas_optuna.exceptions import ConfigError
 from nas_optuna.study import run_search
@@ -154,6 +157,96 @@ def test_a_failing_artifact_write_keeps_the_trial(tmp_path: Path, monkeypatch: p
     assert list(Path(study.user_attrs["artifact_dir"]).iterdir()) == []
     assert trial.user_attrs["genotype"] in note(study, trial)  # the note is in the storage
     assert any("No space left" in r.getMessage() for r in caplog.records)
+
+
+def _upload_in_order(order: str) -> Any:
+    """An ``upload_artifact`` stand-in that writes the file and records its metadata in
+    ``order``: Optuna 5.0 recorded first, 5.1 writes first; the cleanup must not care."""
+
+    def upload(*, artifact_store: Any, file_path: str, study_or_trial: Any, storage: Any,
+               mimetype: str | None = None, encoding: str | None = None) -> str:
+        artifact_id = str(uuid.uuid4())
+        meta = json.dumps({"artifact_id": artifact_id, "filename": Path(file_path).name,
+                           "mimetype": mimetype, "encoding": encoding})
+        steps = [lambda: storage.set_trial_system_attr(
+                     study_or_trial._trial_id, "artifacts:" + artifact_id, meta),
+                 lambda: _write(artifact_store, artifact_id, file_path)]
+        for step in steps if order == "metadata first" else steps[::-1]:
+            step()
+        return artifact_id
+
+    return upload
+
+
+def _write(store: Any, artifact_id: str, file_path: str) -> None:
+    with open(file_path, "rb") as body:
+        store.write(artifact_id, body)
+
+
+@pytest.mark.parametrize("order", ["metadata first", "file first"])
+def test_a_failed_write_leaves_nothing_whatever_the_upload_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: str) -> None:
+    monkeypatch.setattr(optuna.artifacts, "upload_artifact", _upload_in_order(order))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    space = get_space("template")
+    folder = tmp_path / "artifacts"
+    (folder / "earlier").parent.mkdir()
+    (folder / "earlier").write_bytes(b"an earlier trial's file")
+
+    def disk_full(self: Any, artifact_id: str, body: Any) -> None:
+        (Path(self._base_path) / artifact_id).write_bytes(b"half")  # a partial file
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(optuna.artifacts.FileSystemArtifactStore, "write", disk_full)
+    trial = study.ask()
+    stored = upload_trial_artifacts(trial, folder, ArtifactsConfig(masks=0), space=space,
+                                    arch=space.random_architecture(0), outcome="complete")
+    assert stored == []
+    assert "No space left on device" in trial.user_attrs["artifact_error"]
+    frozen = study.get_trials()[0]
+    assert optuna.artifacts.get_all_artifact_meta(frozen, storage=study._storage) == []
+    assert sorted(p.name for p in folder.iterdir()) == ["earlier"]
+
+
+@pytest.mark.parametrize("order", ["metadata first", "file first"])
+def test_a_failed_metadata_write_removes_the_written_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: str) -> None:
+    """The file is in the store but its entry cannot be recorded (the database is failing):
+    the file goes, so no orphan is left that nothing lists."""
+    monkeypatch.setattr(optuna.artifacts, "upload_artifact", _upload_in_order(order))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    space = get_space("template")
+    folder = tmp_path / "artifacts"
+    trial = study.ask()
+    real = type(study._storage).set_trial_system_attr
+
+    def failing(self: Any, trial_id: int, key: str, value: Any) -> None:
+        if key.startswith("artifacts:"):
+            raise RuntimeError("database is locked")
+        real(self, trial_id, key, value)
+
+    monkeypatch.setattr(type(study._storage), "set_trial_system_attr", failing)
+    stored = upload_trial_artifacts(trial, folder, ArtifactsConfig(masks=0), space=space,
+                                    arch=space.random_architecture(0), outcome="complete")
+    assert stored == []
+    assert "database is locked" in trial.user_attrs["artifact_error"]
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("order", ["metadata first", "file first"])
+def test_a_good_upload_records_its_file_whatever_the_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: str) -> None:
+    monkeypatch.setattr(optuna.artifacts, "upload_artifact", _upload_in_order(order))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    space = get_space("template")
+    trial = study.ask()
+    (artifact_id,) = upload_trial_artifacts(
+        trial, tmp_path / "artifacts", ArtifactsConfig(masks=0), space=space,
+        arch=space.random_architecture(0), outcome="complete")
+    (meta,) = optuna.artifacts.get_all_artifact_meta(study.get_trials()[0],
+                                                     storage=study._storage)
+    assert meta.artifact_id == artifact_id and meta.filename.endswith("architecture.svg")
+    assert (tmp_path / "artifacts" / artifact_id).read_bytes().startswith(b"<svg")
 
 
 @pytest.mark.slow

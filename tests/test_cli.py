@@ -272,3 +272,30 @@ def test_every_space_is_searchable_with_tpe_random_and_ppo(
                                   storage=raw["study"]["storage"])
         assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
         assert study.user_attrs["space"]["name"] == space
+
+
+def test_a_ctrl_c_inside_a_finaliser_reaches_the_main_thread_silently(capsys) -> None:
+    """SIGINT during a weakref callback (seen in SQLAlchemy's registries) must neither
+    print "Exception ignored in ..." nor be lost: it is raised again in the main thread."""
+    import time
+
+    from nas_optuna.cli import interrupt_safe_unraisablehook
+
+    passed_on: list[object] = []
+    hook = interrupt_safe_unraisablehook(passed_on.append)
+
+    class Unraisable:
+        exc_type = KeyboardInterrupt
+        exc_value = KeyboardInterrupt()
+        exc_traceback = None
+        err_msg = None
+        object = None
+
+    with pytest.raises(KeyboardInterrupt):
+        hook(Unraisable())
+        for _ in range(200):  # the interrupt arrives at the next bytecode boundary
+            time.sleep(0.01)
+    other = type("Other", (), {"exc_value": ValueError("x")})()
+    hook(other)
+    assert passed_on == [other]  # anything else goes to the previous hook
+    assert capsys.readouterr().err == ""

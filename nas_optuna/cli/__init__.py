@@ -23,10 +23,11 @@ Example:
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 
 import optuna
@@ -66,8 +67,33 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def interrupt_safe_unraisablehook(previous: Callable[[object], None]
+                                   ) -> Callable[[object], None]:
+    """An ``sys.unraisablehook`` that passes a Ctrl-C caught in a finaliser on to the main
+    thread instead of printing it.
+
+    SIGINT can arrive while Python runs a ``__del__`` or weakref callback (SQLAlchemy's
+    registries have them); the KeyboardInterrupt raised there cannot propagate, so Python
+    prints "Exception ignored in ..." with a traceback and the interrupt would be lost.
+    This hook re-raises it in the main thread (:func:`_thread.interrupt_main`), where the
+    command's one-line ``interrupted`` handling sees it; every other unraisable exception
+    goes to ``previous``.
+    """
+
+    def hook(unraisable: object) -> None:
+        if isinstance(getattr(unraisable, "exc_value", None), KeyboardInterrupt):
+            _thread.interrupt_main()
+            return
+        previous(unraisable)
+
+    hook.passes_interrupts = True  # type: ignore[attr-defined]
+    return hook
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nas-optuna`` console script."""
+    if not getattr(sys.unraisablehook, "passes_interrupts", False):
+        sys.unraisablehook = interrupt_safe_unraisablehook(sys.unraisablehook)
     # timm (through segmentation-models-pytorch) imports torch's C++-extension helper,
     # which warns on every start of a machine without a CUDA toolkit; it concerns
     # compiling extensions, which nas-optuna never does.

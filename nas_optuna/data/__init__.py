@@ -17,6 +17,14 @@ Example:
     >>> image, mask = train[0]  # float32 (3, 64, 64), int64 (64, 64)
 """
 
+import os as _os
+
+# albumentations (seen with 2.0.0) asks PyPI for a newer release on import and warns on
+# stderr: a network call and a message on every command. nas-optuna runs offline; a user
+# who wants the check sets the variable to 0 themselves.
+_os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
 from nas_optuna.data._camvid import CAMVID_CLASSES, CamVid
 from nas_optuna.data._cityscapes import CITYSCAPES_CLASSES, LABEL_TO_TRAIN_ID, Cityscapes
 from nas_optuna.data._dataset import SegmentationDataset

@@ -1,0 +1,666 @@
+"""Does the search reward rank architectures the way longer training does?
+
+A fixed, seeded set of architectures (half ``template``, half ``auxcell``, search
+profile; ``space.random_architecture(seed=i)``) is trained and evaluated
+
+* at the **search budget** (each space's study config: ``studies/quickstart.toml`` and
+  ``studies/auxcell.toml``) with three training seeds: the seed-noise floor;
+* on a **fidelity ladder** of cheaper and dearer rungs (stage-1 / stage-2 epochs, half the
+  training images, half the input resolution), one seed each;
+* at two **references**, each at least 8x the search budget's compute, two seeds averaged:
+  ``reference`` (the ``nas-optuna retrain`` schedule: SGD, poly learning rate, no Polyak
+  averaging) and ``reference_search_opt`` (the search optimiser, 8x the epochs of both
+  stages);
+* by **free scores**, computed without training: the parameter count and MACs (the
+  baselines any proxy must beat; fewer is better, as measured on this task before) and the
+  zero-cost proxies of :mod:`nas_optuna.proxies` when they are available.
+
+Every evaluation is one line of a JSON-lines results file (default
+``benchmarks/data/fidelity_runs.jsonl``) appended as soon as it is measured; a stopped run
+started again skips what the file holds, so hours of CPU are never lost. A line belongs to
+one *task*: a hash of the space, its profile and options, the dataset and the training
+budget; lines of another task (an earlier default, an older space) are kept but ignored.
+Each line also stores the architecture's generated parameter count, and a run refuses to
+continue when the current code builds the same architecture with another size.
+
+Statistics (``report``): per rung, Spearman and Kendall against each reference with
+seeded percentile-bootstrap 95% intervals over architectures
+(:func:`analysis.rank_correlation`), top-25% precision (the share of the reference's top
+quarter found in the rung's top quarter) and the measured seconds per architecture; the
+noise floor (:func:`analysis.seed_noise`: ICC(1), within- and between-architecture
+standard deviations, Spearman between two seeds); a replay of the search's median rule and
+a proxy pre-screen. Correlations are reported pooled over both spaces and per space.
+
+Usage::
+
+    python benchmarks/fidelity.py run [--archs 16] [--hours 2.5] [--only template]
+    python benchmarks/fidelity.py report --markdown docs/benchmarks_fidelity.md \\
+        --json docs/benchmarks_fidelity.json --figure docs/img/fidelity.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+_HERE = Path(__file__).resolve().parent
+ROOT = _HERE.parent
+if str(_HERE) not in sys.path:  # the machine helpers live beside this script
+    sys.path.insert(0, str(_HERE))
+
+from _machine import cpu_model  # noqa: E402
+
+from nas_optuna.config import StudyConfig, config_to_dict, load_config  # noqa: E402
+from nas_optuna.measure import measure_network  # noqa: E402
+from nas_optuna.study import prepare_data  # noqa: E402
+from nas_optuna.training import SearchData, train_architecture  # noqa: E402
+from nas_optuna.training.trainer import train_final  # noqa: E402
+from search_spaces import SearchSpace, get_space  # noqa: E402
+
+#: Space -> the study config whose budget is that space's search budget.
+CONFIGS = {"template": "studies/quickstart.toml", "auxcell": "studies/auxcell.toml"}
+DEFAULT_RESULTS = ROOT / "benchmarks" / "data" / "fidelity_runs.jsonl"
+#: Epochs of the ``retrain`` schedule at the reference (>= 8x the search compute, checked
+#: in the report from the measured seconds).
+REFERENCE_EPOCHS = 16
+#: Multiplier of both stages' epochs at the search-optimiser reference.
+REFERENCE_SEARCH_FACTOR = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Rung:
+    """One way of evaluating an architecture.
+
+    Attributes:
+        name: The rung's name in the results and tables.
+        kind: ``search`` (the two-stage search trainer), ``final`` (the retrain schedule),
+            ``free`` (a size, no training) or ``proxy`` (a zero-cost proxy at init).
+        seeds: Training seeds evaluated.
+        train: Overrides of ``[train]`` (search trainer rungs).
+        data: Overrides of ``[data]`` (a rung on other data prepares its own).
+        train_fraction: Share of the meta-train images trained on.
+        epochs: Epochs of the retrain schedule (``final`` rungs).
+        description: What the rung changes, for the tables.
+    """
+
+    name: str
+    kind: str
+    seeds: tuple[int, ...] = (0,)
+    train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    train_fraction: float = 1.0
+    epochs: int = 0
+    description: str = ""
+
+
+def rungs(config: StudyConfig) -> list[Rung]:
+    """The rungs for a space whose search budget is ``config``'s, in the order they run.
+
+    The order puts first what the report needs most (the search rung's first seed and the
+    reference), so a run stopped early leaves the most useful partial table.
+    """
+    s1, s2 = config.train.stage1_epochs, config.train.stage2_epochs
+    height, width = config.data.options.get("image_size", (64, 96))
+    factor = REFERENCE_SEARCH_FACTOR
+    planned = [
+        Rung("params", "free", description="generated parameters (fewer is better)"),
+        Rung("macs", "free", description="MACs (fewer is better)"),
+        *[Rung(name, "proxy", description=f"zero-cost proxy {name} at initialisation")
+          for name in _proxy_names()],
+        Rung("search", "search", seeds=(0,), description=f"search budget, {s1} + {s2} epochs"),
+        Rung("reference", "final", seeds=(0,), epochs=REFERENCE_EPOCHS,
+             description=f"retrain schedule, {REFERENCE_EPOCHS} epochs (SGD, poly lr)"),
+        Rung("search", "search", seeds=(1,)),
+        Rung("reference", "final", seeds=(1,), epochs=REFERENCE_EPOCHS),
+        Rung("search", "search", seeds=(2,)),
+        Rung("s1_1", "search", train={"stage1_epochs": 1, "stage2_epochs": 0},
+             description="1 + 0 epochs"),
+        Rung(f"s1_{s1}", "search", train={"stage2_epochs": 0},
+             description=f"{s1} + 0 epochs (the stage-1 reward pruners see)"),
+        Rung("half_images", "search", train_fraction=0.5,
+             description=f"{s1} + {s2} epochs on half the meta-train images"),
+        Rung("half_resolution", "search",
+             data={"image_size": [height // 2, width // 2]},
+             description=f"{s1} + {s2} epochs at {height // 2}x{width // 2}"),
+        Rung(f"s1_{2 * s1}_s2_{2 * s2}", "search",
+             train={"stage1_epochs": 2 * s1, "stage2_epochs": 2 * s2},
+             description=f"{2 * s1} + {2 * s2} epochs"),
+        Rung("reference_search_opt", "search", seeds=(0, 1),
+             train={"stage1_epochs": factor * s1, "stage2_epochs": factor * s2},
+             description=f"search optimiser, {factor * s1} + {factor * s2} epochs"),
+    ]
+    # A budget of 1 epoch makes two ladder rungs one (``s1_1``): keep the first.
+    seen: dict[str, tuple] = {}
+    unique = []
+    for rung in planned:
+        signature = (rung.kind, tuple(sorted(rung.train.items())), rung.train_fraction,
+                     tuple(sorted(rung.data.items())), rung.epochs)
+        if seen.setdefault(rung.name, signature) == signature:
+            unique.append(rung)
+    return unique
+
+
+def _proxy_names() -> tuple[str, ...]:
+    try:
+        from nas_optuna.proxies import PROXIES
+    except ImportError:  # older checkouts: the free baselines only
+        return ()
+    return tuple(PROXIES)
+
+
+# --- the results file ------------------------------------------------------------------
+def task_id(config: StudyConfig) -> str:
+    """A short hash of what decides a reward: space, dataset, training budget."""
+    raw = config_to_dict(config)
+    task = {key: raw.get(key) for key in ("space", "data", "train")}
+    task["train"] = {k: v for k, v in (task["train"] or {}).items()
+                     if k not in ("device", "cache_dir")}
+    return hashlib.sha256(json.dumps(task, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Every complete line of the results file (a torn last line is skipped)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _append(path: Path, record: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+
+
+def _key(record: Mapping[str, Any]) -> tuple:
+    return (record["task"], record["space"], record["index"], record["rung"], record["seed"])
+
+
+# --- evaluations ------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Space:
+    name: str
+    config: StudyConfig
+    space: SearchSpace
+    task: str
+    data: dict[str, SearchData] = dataclasses.field(default_factory=dict)
+
+
+def _load_space(name: str, config_path: str | Path, cache_dir: Path) -> _Space:
+    config = load_config(ROOT / config_path if not Path(config_path).is_absolute()
+                         else config_path)
+    train = dataclasses.replace(config.train, cache_dir=str(cache_dir), device="cpu")
+    config = config.replace(train=train)
+    options = {k: v for k, v in config.space.options.items()}
+    space = get_space(name, **options)
+    return _Space(name, config, space, task_id(config))
+
+
+def _search_data(entry: _Space, rung: Rung) -> SearchData:
+    key = json.dumps(dict(rung.data), sort_keys=True)
+    if key not in entry.data:
+        config = entry.config
+        if rung.data:
+            config = config.replace(data=dataclasses.replace(
+                config.data, options={**config.data.options, **rung.data}))
+        _, entry.data[key] = prepare_data(config, entry.space, torch.device("cpu"))
+    return entry.data[key]
+
+
+def _subset(data: SearchData, fraction: float) -> SearchData:
+    """The first ``fraction`` of the meta-train images (features, labels, augmented view)."""
+    if fraction >= 1.0:
+        return data
+    from nas_optuna.data import SegmentationDataset
+
+    count = max(2, int(round(len(data.train_labels) * fraction)))
+    dataset = data.train_dataset
+    return dataclasses.replace(
+        data, train_features=[f[:count] for f in data.train_features],
+        train_labels=data.train_labels[:count],
+        train_dataset=SegmentationDataset(dataset.source, dataset.indices[:count],
+                                          dataset.transform))
+
+
+def _network(entry: _Space, arch: Any, data: SearchData, index: int, seed: int):
+    # Seeded like a search trial: the decoder's initial weights depend on (seed, index).
+    torch.manual_seed(seed * 100_003 + index)
+    stem = entry.space.build_stem()
+    stem.load_state_dict(data.stem_state)
+    return entry.space.build(arch, data.num_classes, stem=stem)
+
+
+def evaluate(entry: _Space, index: int, rung: Rung, seed: int) -> dict[str, Any]:
+    """One evaluation of architecture ``index`` at ``rung`` with training seed ``seed``."""
+    arch = entry.space.random_architecture(seed=index)
+    data = _search_data(entry, rung)
+    network = _network(entry, arch, data, index, seed)
+    record: dict[str, Any] = {}
+    started = time.perf_counter()
+    if rung.kind == "free":
+        costs = measure_network(network, data.image_size)
+        record["score"] = -float(costs["params_generated" if rung.name == "params" else "macs"])
+    elif rung.kind == "proxy":
+        from nas_optuna.proxies import compute_proxy
+
+        images = data.val_images[:16].float()
+        labels = data.val_labels[:16].long()
+        record["score"] = float(compute_proxy(rung.name, network.decoder, network.stem(images),
+                                              labels, parameters=network.decoder.parameters()))
+    elif rung.kind == "final":
+        result = train_final(network, data, entry.config.train, epochs=rung.epochs,
+                             device=torch.device("cpu"), seed=seed * 1000 + index,
+                             omit_classes=entry.config.train.omit_classes)
+        record["score"] = float(result.final_metrics["reward"])
+    else:
+        train = dataclasses.replace(entry.config.train, **rung.train)
+        stages: dict[int, float] = {}
+
+        def reporter(stage: int, metrics: Mapping[str, float]) -> bool:
+            stages[stage] = float(metrics["reward"])
+            return True
+
+        result = train_architecture(network, _subset(data, rung.train_fraction), train,
+                                    device=torch.device("cpu"), reporter=reporter,
+                                    seed=seed * 1000 + index,
+                                    omit_classes=train.omit_classes)
+        record["score"] = float(result.final_metrics["reward"])
+        record["stages"] = {str(k): v for k, v in stages.items()}
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    record["params_generated"] = _params(network)
+    return record
+
+
+def _params(network: torch.nn.Module) -> int:
+    from nas_optuna.cost import count_parameters
+    from nas_optuna.networks import auxiliary_modules
+
+    auxiliary = sum(count_parameters(m) for m in auxiliary_modules(network))
+    return int(count_parameters(network.decoder) - auxiliary)
+
+
+def plan(entries: Sequence[_Space], archs: int) -> Iterator[tuple[_Space, int, Rung, int]]:
+    """Every evaluation, rung by rung (each rung over all architectures) in run order."""
+    by_space = {entry.name: rungs(entry.config) for entry in entries}
+    depth = max(len(r) for r in by_space.values())
+    for position in range(depth):
+        for entry in entries:
+            if position >= len(by_space[entry.name]):
+                continue
+            rung = by_space[entry.name][position]
+            for seed in rung.seeds:
+                for index in range(archs):
+                    yield entry, index, rung, seed
+
+
+def run(results: Path, archs: int, spaces: Sequence[str], hours: float | None,
+        cache_dir: Path, configs: Mapping[str, str] = CONFIGS,
+        log: Callable[[str], None] = print) -> int:
+    """Runs the missing evaluations; returns how many it ran.
+
+    Raises:
+        SystemExit: A stored line's architecture now builds with another size.
+    """
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    entries = [_load_space(name, configs[name], cache_dir) for name in spaces]
+    done = {_key(r): r for r in read_results(results)}
+    deadline = None if hours is None else time.monotonic() + hours * 3600
+    machine = cpu_model()
+    count = 0
+    for entry, index, rung, seed in plan(entries, archs):
+        key = (entry.task, entry.name, index, rung.name, seed)
+        if key in done:
+            continue
+        if deadline is not None and time.monotonic() > deadline:
+            log(f"[fidelity] time limit reached after {count} evaluations; run again to go on")
+            break
+        record = evaluate(entry, index, rung, seed)
+        sizes = {r["params_generated"] for k, r in done.items()
+                 if k[:3] == key[:3] and "params_generated" in r}
+        if sizes and record["params_generated"] not in sizes:
+            raise SystemExit(f"fidelity: {entry.name} architecture {index} now has "
+                             f"{record['params_generated']:,} generated parameters, the results "
+                             f"file says {sorted(sizes)[0]:,}: use another --results file")
+        record.update(task=entry.task, space=entry.name, index=index, rung=rung.name,
+                      seed=seed, kind=rung.kind, machine=machine,
+                      genotype=entry.space.describe(entry.space.random_architecture(seed=index)))
+        _append(results, record)
+        done[key] = record
+        count += 1
+        log(f"[fidelity] {entry.name} #{index} {rung.name} seed {seed}: "
+            f"{record['score']:.4f} ({record['seconds']:.1f} s)")
+    return count
+
+
+# --- the report ---------------------------------------------------------------------------
+def _table(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[tuple[str, int], dict]]:
+    """rung -> (space, index) -> {"scores": [per seed], "seconds": [...], "stages": [...]}."""
+    table: dict[str, dict[tuple[str, int], dict]] = {}
+    for record in sorted(records, key=lambda r: r["seed"]):
+        cell = table.setdefault(record["rung"], {}).setdefault(
+            (record["space"], record["index"]), {"scores": [], "seconds": [], "stages": []})
+        cell["scores"].append(record["score"])
+        cell["seconds"].append(record["seconds"])
+        cell["stages"].append(record.get("stages", {}))
+    return table
+
+
+def current_records(records: Sequence[Mapping[str, Any]], spaces: Sequence[str],
+                    cache_dir: Path, configs: Mapping[str, str] = CONFIGS
+                    ) -> list[Mapping[str, Any]]:
+    """The lines of the current task of each space."""
+    tasks = {name: task_id(_load_space(name, configs[name], cache_dir).config) for name in spaces}
+    return [r for r in records if r["space"] in tasks and r["task"] == tasks[r["space"]]]
+
+
+def top_precision(score: Sequence[float], reference: Sequence[float],
+                  fraction: float = 0.25) -> float:
+    """The share of the reference's top ``fraction`` that is in ``score``'s top ``fraction``."""
+    count = max(1, int(math.ceil(len(score) * fraction)))
+    top_ref = set(np.argsort(-np.asarray(reference), kind="stable")[:count])
+    top_score = set(np.argsort(-np.asarray(score), kind="stable")[:count])
+    return len(top_ref & top_score) / count
+
+
+def summarise(records: Sequence[Mapping[str, Any]], *, reference: str = "reference",
+              search_rung: str = "search", n_bootstrap: int = 2000,
+              seed: int = 0) -> dict[str, Any]:
+    """The report's figures (see the module docstring) as one JSON-ready dict."""
+    from analysis import InsufficientData, rank_correlation, seed_noise
+
+    table = _table(records)
+    refs = {name: {k: float(np.mean(c["scores"])) for k, c in table.get(name, {}).items()
+                   if len(c["scores"]) >= 2}
+            for name in (reference, "reference_search_opt")}
+    search = table.get(search_rung, {})
+    noise: dict[str, Any] = {}
+    full = {k: c["scores"][:3] for k, c in search.items() if len(c["scores"]) >= 3}
+    if len(full) >= 3:
+        floor = seed_noise(list(full.values()))
+        noise = {"icc1": floor.icc1, "within_std": floor.within_std,
+                 "between_std": floor.between_std, "seed_spearman": floor.seed_spearman,
+                 "seed_spearman_low": floor.seed_spearman_low,
+                 "seed_spearman_high": floor.seed_spearman_high, "n_archs": len(full)}
+    search_seconds = _mean_seconds(search)
+    rows = []
+    for name, cells in table.items():
+        seconds = _mean_seconds(cells)
+        row: dict[str, Any] = {"name": name, "seconds_per_arch": seconds,
+                               "n_archs": len(cells)}
+        if search_seconds:
+            row["compute_vs_search"] = seconds / search_seconds
+        for ref_name, ref in refs.items():
+            pooled = _against(cells, ref, None, n_bootstrap, seed, rank_correlation,
+                              InsufficientData)
+            suffix = "" if ref_name == reference else "_vs_search_opt"
+            for key, value in pooled.items():
+                row[key + suffix] = value
+            if ref_name == reference:
+                for space in sorted({k[0] for k in ref}):
+                    part = _against(cells, ref, space, n_bootstrap, seed, rank_correlation,
+                                    InsufficientData)
+                    row[f"spearman_{space}"] = part.get("spearman")
+                    row[f"n_{space}"] = part.get("n_pairs")
+        rows.append(row)
+    order = {name: i for i, name in enumerate(
+        ["params", "macs", *_proxy_names(), "s1_1", "s1_3", "half_resolution", "half_images",
+         "search", "s1_6_s2_2", "reference_search_opt", "reference"])}
+    rows.sort(key=lambda r: (order.get(r["name"], 99), r["name"]))
+    return {"search_rung": search_rung, "reference": reference, "noise": noise,
+            "rungs": rows, "prescreen": _prescreen(table, refs.get(reference, {})),
+            "pruners": _pruners(table, refs.get(reference, {}), search_rung)}
+
+
+def _mean_seconds(cells: Mapping[tuple[str, int], dict]) -> float:
+    """Mean seconds of one evaluation (one seed) of one architecture."""
+    values = [s for c in cells.values() for s in c["seconds"]]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _against(cells: Mapping, ref: Mapping, space: str | None, n_bootstrap: int, seed: int,
+             rank_correlation: Callable, insufficient: type) -> dict[str, Any]:
+    keys = [k for k in ref if k in cells and (space is None or k[0] == space)]
+    if len(keys) < 3:
+        return {"n_pairs": len(keys)}
+    # A rung with several seeds is judged by its first: what one search evaluation sees.
+    x = [cells[k]["scores"][0] for k in keys]
+    y = [ref[k] for k in keys]
+    try:
+        result = rank_correlation(x, y, n_bootstrap=n_bootstrap, seed=seed)
+    except insufficient:
+        return {"n_pairs": len(keys)}
+    return {"n_pairs": len(keys), "spearman": result.spearman,
+            "spearman_low": result.spearman_low, "spearman_high": result.spearman_high,
+            "kendall": result.kendall, "kendall_low": result.kendall_low,
+            "kendall_high": result.kendall_high, "top25_precision": top_precision(x, y)}
+
+
+def _top5(ref: Mapping[tuple[str, int], float]) -> set[tuple[str, int]]:
+    return set(sorted(ref, key=lambda k: -ref[k])[:5])
+
+
+def _prescreen(table: Mapping, ref: Mapping, quantile: float = 0.5,
+               startup: int = 8, orders: int = 200) -> list[dict[str, Any]]:
+    """Replays ``[prescreen]`` for each free score over random trial orders.
+
+    After ``startup`` architectures, one whose score falls below the ``quantile`` of the
+    earlier ones' scores is rejected before training; the compute saved is the rejected
+    share of the search rung's seconds.
+    """
+    search = table.get("search", {})
+    out = []
+    top5 = _top5(ref)
+    for name in ["params", "macs", *_proxy_names()]:
+        cells = table.get(name, {})
+        keys = [k for k in ref if k in cells and k in search]
+        if len(keys) < startup + 2:
+            continue
+        rng = np.random.default_rng(0)
+        saved, kept = [], []
+        for _ in range(orders):
+            order = [keys[i] for i in rng.permutation(len(keys))]
+            seen: list[float] = []
+            rejected = set()
+            for position, key in enumerate(order):
+                score = cells[key]["scores"][0]
+                if position >= startup and np.isfinite(score) and score < np.quantile(
+                        np.asarray(seen)[np.isfinite(seen)], quantile):
+                    rejected.add(key)
+                seen.append(score)
+            total = sum(search[k]["seconds"][0] for k in keys)
+            saved.append(sum(search[k]["seconds"][0] for k in rejected) / total)
+            kept.append(len(top5 - rejected))
+        out.append({"name": f"{name} q{quantile:g} startup {startup}",
+                    "compute_saved": float(np.mean(saved)),
+                    "reference_top5_kept": float(np.mean(kept))})
+    return out
+
+
+def _pruners(table: Mapping, ref: Mapping, search_rung: str,
+             startup: int = 5, orders: int = 200) -> list[dict[str, Any]]:
+    """Replays the search's median rule on the stored stage-1 rewards of the search rung.
+
+    A trial after ``startup`` whose stage-1 reward is below the median of the earlier
+    completed trials' stage-1 rewards stops after stage 1 (MedianPruner's rule); the
+    compute saved is estimated from the ``s1_*`` rung's seconds (stage 1 alone).
+    """
+    search = table.get(search_rung, {})
+    stage1_rung = next((name for name in table if name.startswith("s1_") and "_s2_" not in
+                        name and name != "s1_1"), None)
+    keys = [k for k in ref if k in search and search[k]["stages"] and "1" in
+            search[k]["stages"][0]]
+    if len(keys) < startup + 2 or stage1_rung is None:
+        return []
+    stage1_cost = table[stage1_rung]
+    rng = np.random.default_rng(0)
+    top5 = _top5(ref)
+    saved, kept = [], []
+    for _ in range(orders):
+        order = [keys[i] for i in rng.permutation(len(keys))]
+        completed: list[float] = []
+        stopped = set()
+        for position, key in enumerate(order):
+            value = search[key]["stages"][0]["1"]
+            if position >= startup and value < float(np.median(completed)):
+                stopped.add(key)
+            else:
+                completed.append(value)
+        total = sum(search[k]["seconds"][0] for k in keys)
+        spared = sum(search[k]["seconds"][0] - stage1_cost.get(k, search[k])["seconds"][0]
+                     for k in stopped)
+        saved.append(spared / total)
+        kept.append(len(top5 - stopped))  # reference top-5 architectures trained to the end
+    return [{"name": f"median after stage 1, startup {startup}",
+             "compute_saved": float(np.mean(saved)),
+             "reference_top5_kept": float(np.mean(kept))}]
+
+
+def markdown(summary: Mapping[str, Any], machine: str, command: str) -> str:
+    """The doc page's tables."""
+    noise = summary["noise"]
+    lines = [f"Machine: {machine}. Command: `{command}`.", ""]
+    if noise:
+        lines += ["### Seed-noise floor at the search budget", "",
+                  "| statistic | value |", "|---|---|",
+                  f"| architectures x seeds | {noise['n_archs']} x 3 |",
+                  f"| ICC(1) | {noise['icc1']:.3f} |",
+                  f"| within-architecture std | {noise['within_std']:.4f} |",
+                  f"| between-architecture std | {noise['between_std']:.4f} |",
+                  f"| ratio between / within | "
+                  f"{noise['between_std'] / noise['within_std']:.2f} |",
+                  f"| Spearman seed 0 vs seed 1 (95% CI) | {noise['seed_spearman']:.3f} "
+                  f"({noise['seed_spearman_low']:.3f} to {noise['seed_spearman_high']:.3f}) |",
+                  ""]
+    lines += ["### Rungs against the reference (retrain schedule, 2 seeds averaged)", "",
+              "| rung | s / arch | x search | pairs | Spearman (95% CI) | Kendall | top-25% | "
+              "template | auxcell | vs search-opt ref |",
+              "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for row in summary["rungs"]:
+        if "spearman" not in row:
+            lines.append(f"| {row['name']} | {row['seconds_per_arch']:.2f} | "
+                         f"{row.get('compute_vs_search', float('nan')):.2f} | "
+                         f"{row.get('n_pairs', 0)} | (too few pairs) | | | | | |")
+            continue
+        lines.append(
+            f"| {row['name']} | {row['seconds_per_arch']:.2f} | "
+            f"{row.get('compute_vs_search', float('nan')):.2f} | {row['n_pairs']} | "
+            f"{row['spearman']:.3f} ({row['spearman_low']:.2f} to {row['spearman_high']:.2f}) | "
+            f"{row['kendall']:.3f} | {row['top25_precision']:.2f} | "
+            f"{_fmt(row.get('spearman_template'))} | {_fmt(row.get('spearman_auxcell'))} | "
+            f"{_fmt(row.get('spearman_vs_search_opt'))} |")
+    for title, key in (("Pre-screens (replayed)", "prescreen"),
+                       ("Pruners (replayed)", "pruners")):
+        if summary[key]:
+            lines += ["", f"### {title}", "", "| rule | compute saved | reference top-5 kept |",
+                      "|---|---:|---:|"]
+            lines += [f"| {p['name']} | {p['compute_saved']:.0%} | "
+                      f"{p['reference_top5_kept']:.2f} |" for p in summary[key]]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def figure(summary: Mapping[str, Any]) -> Any:
+    """Rank fidelity against compute per architecture (plotly), the report's style."""
+    import plotly.graph_objects as go
+
+    rows = [r for r in summary["rungs"] if "spearman" in r]
+    fig = go.Figure(go.Scatter(
+        x=[max(r["seconds_per_arch"], 1e-3) for r in rows], y=[r["spearman"] for r in rows],
+        error_y={"type": "data", "symmetric": False,
+                 "array": [r["spearman_high"] - r["spearman"] for r in rows],
+                 "arrayminus": [r["spearman"] - r["spearman_low"] for r in rows]},
+        mode="markers+text", text=[r["name"] for r in rows], textposition="top center",
+        hovertemplate="%{text}<br>%{x:.2f} s per architecture<br>Spearman %{y:.3f}"
+                      "<extra></extra>"))
+    if summary["noise"]:
+        fig.add_hline(y=summary["noise"]["seed_spearman"], line_dash="dot",
+                      annotation_text="seed 0 vs seed 1 at the search budget")
+    fig.update_layout(title="Rank fidelity against compute per architecture",
+                      xaxis={"title": "seconds per architecture (one seed)", "type": "log"},
+                      yaxis={"title": "Spearman vs reference (95% bootstrap CI)"},
+                      template="plotly_white")
+    return fig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("run", "report"):
+        command = sub.add_parser(name)
+        command.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+        command.add_argument("--only", choices=sorted(CONFIGS), action="append",
+                             help="spaces (default: both)")
+        command.add_argument("--cache-dir", type=Path,
+                             default=Path.home() / ".cache" / "nas-optuna" / "fidelity")
+        command.add_argument("--config", action="append", default=[], metavar="SPACE=TOML",
+                             help="another study config for a space's search budget")
+    sub.choices["run"].add_argument("--archs", type=int, default=16,
+                                    help="architectures per space")
+    sub.choices["run"].add_argument("--hours", type=float, help="stop after this long")
+    sub.choices["run"].add_argument("--threads", type=int, default=2)
+    sub.choices["run"].add_argument("--quick", action="store_true",
+                                    help="smoke test: 2-epoch references")
+    report = sub.choices["report"]
+    report.add_argument("--markdown", type=Path)
+    report.add_argument("--json", type=Path)
+    report.add_argument("--figure", type=Path, help="plotly figure (HTML)")
+    args = parser.parse_args(argv)
+    spaces = args.only or sorted(CONFIGS, reverse=True)  # template first
+    configs = dict(CONFIGS)
+    for item in args.config:
+        space, _, path = item.partition("=")
+        if space not in CONFIGS or not path:
+            parser.error(f"--config {item!r}: expected SPACE=TOML with SPACE in "
+                         f"{', '.join(sorted(CONFIGS))}")
+        configs[space] = path
+    if args.command == "run":
+        if args.archs < 4:
+            parser.error("--archs must be >= 4")
+        torch.set_num_threads(args.threads)
+        if args.quick:
+            global REFERENCE_EPOCHS, REFERENCE_SEARCH_FACTOR
+            REFERENCE_EPOCHS, REFERENCE_SEARCH_FACTOR = 2, 2
+        run(args.results, args.archs, spaces, args.hours, args.cache_dir, configs)
+        return 0
+    records = current_records(read_results(args.results), spaces, args.cache_dir, configs)
+    if not records:
+        print(f"fidelity: no results of the current task in {args.results}", file=sys.stderr)
+        return 1
+    summary = summarise(records)
+    machines = sorted({r.get("machine", "?") for r in records})
+    summary["machine"] = f"{', '.join(machines)}, 2 cores"
+    command = "python benchmarks/fidelity.py run && python benchmarks/fidelity.py report"
+    text = markdown(summary, summary["machine"], command)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text)
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    if args.figure:
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        figure(summary).write_html(args.figure, include_plotlyjs="cdn")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""Smoke test of ``benchmarks/fidelity.py``: a tiny run, resumed, then the report.
+
+Nothing is compared with a target (a shared CI machine cannot time anything); the test
+checks what a user relies on: every planned evaluation lands in the results file once,
+a second run does no work, a changed architecture size is refused, and the report's
+figures are the ones computed from the stored lines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TINY = """
+[study]
+name = "tiny"
+storage = "sqlite:///{folder}/study.db"
+seed = 0
+[space]
+name = "template"
+profile = "search"
+[data]
+name = "synthetic"
+num_images = 40
+image_size = [32, 48]
+num_classes = 4
+[train]
+stage1_epochs = 1
+stage2_epochs = 1
+batch_size = 8
+warmup_epochs = 1
+stem_weights = "warmup"
+flip_views = false
+"""
+
+
+@pytest.fixture(scope="module")
+def fidelity(import_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return import_benchmark("fidelity")
+
+
+@pytest.fixture(scope="module")
+def ran(fidelity: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("fidelity")
+    config = folder / "tiny.toml"
+    config.write_text(TINY.format(folder=folder))
+    results = folder / "runs.jsonl"
+    argv = ["--results", str(results), "--only", "template", "--cache-dir",
+            str(folder / "cache"), "--config", f"template={config}"]
+    assert fidelity.main(["run", *argv, "--archs", "4", "--quick", "--threads", "1"]) == 0
+    first = fidelity.read_results(results)
+    assert fidelity.main(["run", *argv, "--archs", "4", "--quick", "--threads", "1"]) == 0
+    outputs = {"markdown": folder / "f.md", "json": folder / "f.json",
+               "figure": folder / "f.html"}
+    assert fidelity.main(["report", *argv, *[f"--{k}={v}" for k, v in outputs.items()]]) == 0
+    return {"folder": folder, "argv": argv, "first": first, "results": results,
+            "outputs": outputs}
+
+
+def test_every_planned_evaluation_is_stored_once_and_a_rerun_does_nothing(
+        fidelity: ModuleType, ran: dict) -> None:
+    records = fidelity.read_results(ran["results"])
+    assert records == ran["first"]  # the second run found everything done
+    keys = [(r["rung"], r["index"], r["seed"]) for r in records]
+    assert len(keys) == len(set(keys))
+    by_rung = {}
+    for rung, index, seed in keys:
+        by_rung.setdefault(rung, set()).add((index, seed))
+    assert by_rung["search"] == {(i, s) for i in range(4) for s in (0, 1, 2)}
+    assert by_rung["reference"] == {(i, s) for i in range(4) for s in (0, 1)}
+    for rung in ("params", "macs", "s1_1", "half_images", "half_resolution"):
+        assert by_rung[rung] == {(i, 0) for i in range(4)}
+    search = [r for r in records if r["rung"] == "search"]
+    assert all(set(r["stages"]) == {"1", "2"} for r in search)
+    assert all(0.0 <= r["score"] <= 1.0 for r in search)
+
+
+def test_the_report_recomputes_its_figures_from_the_stored_lines(
+        fidelity: ModuleType, ran: dict) -> None:
+    from analysis import rank_correlation, seed_noise
+
+    summary = json.loads(ran["outputs"]["json"].read_text())
+    records = fidelity.read_results(ran["results"])
+
+    def scores(rung: str, seed: int) -> list[float]:
+        found = {r["index"]: r["score"] for r in records if r["rung"] == rung and r["seed"] == seed}
+        return [found[i] for i in range(4)]
+
+    reference = np.mean([scores("reference", 0), scores("reference", 1)], axis=0)
+    row = next(r for r in summary["rungs"] if r["name"] == "s1_1")
+    assert row["n_pairs"] == 4
+    assert row["spearman"] == pytest.approx(
+        rank_correlation(scores("s1_1", 0), reference).spearman)
+    expected = seed_noise(np.array([scores("search", s) for s in (0, 1, 2)]).T)
+    assert summary["noise"]["icc1"] == pytest.approx(expected.icc1)
+    assert summary["noise"]["within_std"] == pytest.approx(expected.within_std)
+    assert summary["search_rung"] == "search"
+    assert "Spearman" in ran["outputs"]["markdown"].read_text()
+    assert "plotly" in ran["outputs"]["figure"].read_text()
+
+
+def test_a_changed_architecture_size_is_refused(fidelity: ModuleType, ran: dict) -> None:
+    tampered = ran["folder"] / "tampered.jsonl"
+    lines = ran["results"].read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    keep = [r for r in records if not (r["rung"] == "s1_1" and r["index"] == 0)]
+    for record in keep:
+        if record["index"] == 0:
+            record["params_generated"] += 1
+    tampered.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    argv = [a if a != str(ran["results"]) else str(tampered) for a in ran["argv"]]
+    with pytest.raises(SystemExit, match="generated parameters"):
+        fidelity.main(["run", *argv, "--archs", "4", "--quick", "--threads", "1"])
