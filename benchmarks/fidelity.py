@@ -164,8 +164,9 @@ def task_id(config: StudyConfig) -> str:
     """A short hash of what decides a reward: space, dataset, training budget."""
     raw = config_to_dict(config)
     task = {key: raw.get(key) for key in ("space", "data", "train")}
+    # Where it runs, the cache and how often stage 1 is validated do not change a reward.
     task["train"] = {k: v for k, v in (task["train"] or {}).items()
-                     if k not in ("device", "cache_dir")}
+                     if k not in ("device", "cache_dir", "stage1_validations")}
     return hashlib.sha256(json.dumps(task, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -128,6 +128,12 @@ class TrainConfig:
     Attributes:
         stage1_epochs: Epochs training only the generated part on cached stem features.
         stage2_epochs: Epochs training the whole network end to end.
+        stage1_validations: Validations of the Polyak-averaged decoder during stage 1,
+            evenly spaced over its epochs, the last at its end (1: only at its end, the
+            papers' procedure). Each is an intermediate value where pruners act: steps
+            ``1 .. stage1_validations``, then stage 2 at ``stage1_validations + 1``; the
+            multi-rung pruners (``successive_halving``, ``hyperband``, ``wilcoxon``,
+            ``patient``) need more than one.
         batch_size: Mini-batch size (paper: 32).
         decoder_lr: Adam learning rate of the generated part (WACV 7e-3; CVPR 3e-3).
         stem_lr: Learning rate of the stem in stage 2 (1e-3).
@@ -151,6 +157,7 @@ class TrainConfig:
 
     stage1_epochs: int = 5
     stage2_epochs: int = 5
+    stage1_validations: int = 1
     batch_size: int = 32
     decoder_lr: float = 7e-3
     stem_lr: float = 1e-3
@@ -435,6 +442,9 @@ def _check_train(train: TrainConfig, where: str) -> None:
             raise ConfigError(f"[train] {key} must be >= 0{where}")
     if train.stage1_epochs + train.stage2_epochs == 0:
         raise ConfigError(f"[train] stage1_epochs + stage2_epochs must be >= 1{where}")
+    if not 1 <= train.stage1_validations <= max(train.stage1_epochs, 1):
+        raise ConfigError(f"[train] stage1_validations must be between 1 and stage1_epochs "
+                          f"({train.stage1_epochs}), got {train.stage1_validations}{where}")
     if train.batch_size < 1:
         raise ConfigError(f"[train] batch_size must be >= 1{where}")
     if train.decoder_lr <= 0 or train.stem_lr <= 0:

@@ -18,10 +18,14 @@ Costs enter the search three ways (``[cost]``, see :class:`~nas_optuna.config.Co
   (CAS); the stage-1 decision uses the penalised value too;
 * **Pareto** — several objectives, e.g. ``reward`` and ``latency_ms``.
 
-Early termination after stage 1: single-objective studies report the stage-1 reward to
-Optuna's pruner; multi-objective studies, where Optuna forbids pruning, ask a
-:class:`~nas_optuna.pruners.Stage1Rule` over the stage-1 rewards earlier trials stored, and
-a stopped trial ends PRUNED with its stage-1 attrs kept.
+Early termination: the value a pruner sees (the reward, minus the cost penalty when there
+is one) is reported at every validation: steps ``1 .. k`` inside stage 1 (``[train]
+stage1_validations = k``, default 1: only at its end) and ``k + 1`` after stage 2; the
+list is also stored as the user attr ``validation_values``. Single-objective studies
+report them to Optuna's pruner; multi-objective studies, where Optuna forbids pruning, ask
+a :class:`~nas_optuna.pruners.Stage1Rule` over the values earlier trials stored at the same
+step (like with like: penalised against penalised), and a stopped trial ends PRUNED with
+its stage-1 attrs kept.
 
 Artifacts (``[artifacts]``, :mod:`nas_optuna.artifacts`): when the runner passes an
 ``artifact_dir``, a trial that completes or is pruned stores its architecture diagram, a
@@ -48,7 +52,7 @@ from nas_optuna.artifacts import upload_trial_artifacts
 from nas_optuna.config import StudyConfig
 from nas_optuna.exceptions import TrialFailed
 from nas_optuna.measure import measure_network
-from nas_optuna.pruners import Stage1Rule
+from nas_optuna.pruners import VALIDATION_VALUES_ATTR, Stage1Rule
 from nas_optuna.training import SearchData, TrainResult, train_architecture
 from search_spaces import SearchSpace
 
@@ -126,24 +130,43 @@ class SearchObjective:
             return self._objective({**costs, "reward": 0.0, "miou": 0.0}, penalty)
 
         last_stage = 2 if self.config.train.stage2_epochs > 0 else 1
+        validations = self.config.train.stage1_validations
+        step_of_stage = {1: validations, 2: validations + 1} if (
+            self.config.train.stage1_epochs > 0) else {2: 1}
+        decided_values: list[float] = []
+
+        def decide(step: int, metrics: Mapping[str, float], final: bool) -> bool:
+            """Reports the value at ``step``; whether training goes on."""
+            decided = metrics["reward"] - (penalty or 0.0)
+            decided_values.append(decided)
+            trial.set_user_attr(VALIDATION_VALUES_ATTR, list(decided_values))
+            if self.stage1_rule is None:
+                trial.report(decided, step=step)
+            if final:
+                return True  # nothing is saved by stopping after the last stage
+            if self.stage1_rule is not None:  # multi-objective: Optuna cannot prune
+                earlier = Stage1Rule.earlier_values(trial.study, trial.number, step)
+                return self.stage1_rule.continues(decided, earlier, trial_number=trial.number,
+                                                  step=step)
+            return not trial.should_prune()
+
+        def validation(index: int, metrics: Mapping[str, float]) -> bool:
+            return decide(index, metrics, final=False)
 
         def reporter(stage: int, metrics: Mapping[str, float]) -> bool:
             trial.set_user_attr(f"reward_stage{stage}", metrics["reward"])
             for key in ("miou", "macc", "fwiou"):
                 trial.set_user_attr(key, metrics[key])
-            decided = metrics["reward"] - (penalty or 0.0)
-            if self.stage1_rule is None:
-                trial.report(decided, step=stage)
-            if stage == last_stage:
-                return True  # nothing is saved by stopping after the last stage
-            if self.stage1_rule is not None:  # multi-objective: Optuna cannot prune
-                earlier = Stage1Rule.earlier_rewards(trial.study, trial.number)
-                return self.stage1_rule.continues(decided, earlier, trial_number=trial.number)
-            return not trial.should_prune()
+            return decide(step_of_stage[stage], metrics, final=stage == last_stage)
 
         result = train_architecture(network, self.data, self.config.train, device=self.device,
                                     reporter=reporter, seed=self.seed + trial.number,
-                                    omit_classes=self.config.train.omit_classes)
+                                    omit_classes=self.config.train.omit_classes,
+                                    validation_reporter=validation)
+        if result.stopped_after == 1 and "reward_stage1" not in trial.user_attrs:
+            # Stopped at a validation inside stage 1: its metrics are the stage's.
+            for key, value in result.stage_metrics[1].items():
+                trial.set_user_attr("reward_stage1" if key == "reward" else key, value)
         if result.stopped_after is not None:
             self._store_artifacts(trial, arch, outcome=f"pruned after stage {result.stopped_after}")
             raise optuna.TrialPruned(f"stopped after stage {result.stopped_after}")

@@ -40,10 +40,13 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["RunningMeanPruner", "Stage1Rule", "STAGE1_RULES", "running_mean_continues"]
+__all__ = ["RunningMeanPruner", "Stage1Rule", "STAGE1_RULES", "VALIDATION_VALUES_ATTR",
+           "running_mean_continues", "successive_halving_continues"]
 
 #: Names of the stage-1 rules a multi-objective study can use (``[pruner] name``).
-STAGE1_RULES = ("median", "running_mean", "none")
+STAGE1_RULES = ("median", "running_mean", "successive_halving", "none")
+#: Trial user attr: the value a pruner saw at each step (reward minus any cost penalty).
+VALIDATION_VALUES_ATTR = "validation_values"
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -89,6 +92,43 @@ def running_mean_continues(
     probability = initial_probability + (final_probability - initial_probability) * progress
     rng = np.random.default_rng([seed if seed is not None else 0, trial_number])
     return bool(rng.random() < probability)
+
+
+def successive_halving_continues(
+    value: float,
+    competitors: Sequence[float],
+    *,
+    step: int,
+    min_resource: int = 1,
+    reduction_factor: int = 4,
+    min_early_stopping_rate: int = 0,
+) -> bool:
+    """Asynchronous successive halving (Li et al. 2020) at ``step``, maximising.
+
+    Rungs sit at steps ``min_resource * reduction_factor ** (min_early_stopping_rate + r)``
+    (r = 0, 1, ...), as in :class:`optuna.pruners.SuccessiveHalvingPruner`; elsewhere a
+    trial always goes on. At a rung it goes on when its value is among the best
+    ``len(all) // reduction_factor`` of the values that reached that rung (at least the
+    best one), where ``all`` are the ``competitors`` (earlier trials at that rung) and
+    the trial itself.
+
+    Example:
+        >>> successive_halving_continues(0.5, [0.6, 0.7, 0.8], step=1)
+        False
+        >>> successive_halving_continues(0.9, [0.6, 0.7, 0.8], step=1)
+        True
+    """
+    if min_resource < 1 or reduction_factor < 2 or min_early_stopping_rate < 0:
+        raise ValueError("min_resource must be >= 1, reduction_factor >= 2 and "
+                         "min_early_stopping_rate >= 0")
+    rung = min_resource * reduction_factor ** min_early_stopping_rate
+    while rung < step:
+        rung *= reduction_factor
+    if rung != step:
+        return True
+    values = sorted([*competitors, value], reverse=True)
+    kept = max(len(values) // reduction_factor, 1)
+    return value >= values[kept - 1]
 
 
 def _check_options(
@@ -181,12 +221,15 @@ class Stage1Rule:
                  seed: int | None = None, **options: float) -> None:
         if name not in STAGE1_RULES:
             raise ValueError(f"no stage-1 rule {name!r}; choose one of {', '.join(STAGE1_RULES)}")
-        allowed = {"initial_probability", "final_probability", "anneal_trials"}
-        unknown = sorted(set(options) - (allowed if name == "running_mean" else set()))
+        allowed = {"running_mean": {"initial_probability", "final_probability",
+                                    "anneal_trials"},
+                   "successive_halving": {"min_resource", "reduction_factor",
+                                          "min_early_stopping_rate"}}.get(name, set())
+        unknown = sorted(set(options) - allowed)
         if unknown:
             raise ValueError(f"stage-1 rule {name!r} has no option {unknown[0]!r}")
         self.name = name
-        default_startup = 5 if name == "median" else 1
+        default_startup = {"median": 5, "successive_halving": 0}.get(name, 1)
         self.n_startup_trials = default_startup if n_startup_trials is None else n_startup_trials
         self.seed = seed
         self.options = options
@@ -196,10 +239,24 @@ class Stage1Rule:
             _check_options(merged["initial_probability"], merged["final_probability"],
                            int(merged["anneal_trials"]), self.n_startup_trials)
 
-    def continues(self, reward: float, earlier: Sequence[float], *, trial_number: int) -> bool:
-        """Whether a trial with stage-1 ``reward`` (to maximise) goes on to stage 2."""
+    def continues(self, reward: float, earlier: Sequence[float], *, trial_number: int,
+                  step: int | None = None) -> bool:
+        """Whether a trial with ``reward`` (to maximise) at ``step`` goes on training.
+
+        ``earlier`` are the values earlier trials reached at the same step. ``median`` and
+        ``running_mean`` decide at every step they are asked at (the objective asks at
+        each validation inside stage 1 and at its end); ``successive_halving`` only at its
+        rungs (``step`` is required for it).
+        """
         if self.name == "none":
             return True
+        if self.name == "successive_halving":
+            if step is None:
+                raise ValueError("successive halving needs the step")
+            if len(earlier) < self.n_startup_trials:
+                return True
+            return successive_halving_continues(reward, earlier, step=step,
+                                                **self.options)  # type: ignore[arg-type]
         if self.name == "median":
             if len(earlier) < max(self.n_startup_trials, 1):
                 return True
@@ -210,10 +267,21 @@ class Stage1Rule:
         )
 
     @staticmethod
-    def earlier_rewards(study: optuna.Study, trial_number: int) -> list[float]:
-        """Stage-1 rewards stored by the study's finished trials before ``trial_number``."""
-        return [
-            float(t.user_attrs["reward_stage1"])
-            for t in study.get_trials(deepcopy=False, states=_FINISHED)
-            if t.number < trial_number and "reward_stage1" in t.user_attrs
-        ]
+    def earlier_values(study: optuna.Study, trial_number: int, step: int) -> list[float]:
+        """The values finished trials before ``trial_number`` reached at ``step``.
+
+        Read from their ``validation_values`` user attr (what the rule itself saw:
+        penalised when the study has a cost penalty); trials stored before that attr
+        existed give their ``reward_stage1`` at step 1.
+        """
+        values = []
+        for t in study.get_trials(deepcopy=False, states=_FINISHED):
+            if t.number >= trial_number:
+                continue
+            stored = t.user_attrs.get(VALIDATION_VALUES_ATTR)
+            if isinstance(stored, list):
+                if len(stored) >= step:
+                    values.append(float(stored[step - 1]))
+            elif step == 1 and "reward_stage1" in t.user_attrs:
+                values.append(float(t.user_attrs["reward_stage1"]))
+        return values

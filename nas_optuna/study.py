@@ -56,7 +56,7 @@ from nas_optuna.training import (
 from nas_optuna.workers import claim_worker_index, optimize, trial_budget
 from search_spaces import SearchSpace, get_space
 
-__all__ = ["PRUNERS", "SAMPLERS", "build_pruner", "build_sampler", "build_stage1_rule",
+__all__ = ["MULTI_RUNG_PRUNERS", "PRUNERS", "SAMPLERS", "build_pruner", "build_sampler", "build_stage1_rule",
            "create_study", "prepare_data", "run_search", "default_cache_dir"]
 
 #: Sampler classes, each constructed as ``cls(seed=..., **options)``.
@@ -71,7 +71,25 @@ SAMPLERS.add("ppo", PPOSampler)
 PRUNERS: Registry[Callable[..., optuna.pruners.BasePruner]] = Registry("pruner")
 PRUNERS.add("median", optuna.pruners.MedianPruner)
 PRUNERS.add("running_mean", RunningMeanPruner)
+PRUNERS.add("successive_halving", optuna.pruners.SuccessiveHalvingPruner)
+PRUNERS.add("hyperband", optuna.pruners.HyperbandPruner)
+PRUNERS.add("wilcoxon", optuna.pruners.WilcoxonPruner)
+
+
+def _patient_median(*, patience: int = 1, min_delta: float = 0.0, n_startup_trials: int = 5,
+                    n_warmup_steps: int = 0) -> optuna.pruners.BasePruner:
+    """``patient``: MedianPruner behind PatientPruner (prunes only after ``patience`` steps
+    without improvement of at least ``min_delta``)."""
+    return optuna.pruners.PatientPruner(
+        optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials,
+                                    n_warmup_steps=n_warmup_steps),
+        patience=patience, min_delta=min_delta)
+
+
+PRUNERS.add("patient", _patient_median)
 PRUNERS.add("none", optuna.pruners.NopPruner)
+#: Pruners that rank trials at several steps: they need ``[train] stage1_validations > 1``.
+MULTI_RUNG_PRUNERS = ("successive_halving", "hyperband", "wilcoxon", "patient")
 
 
 #: Seconds between checks of a worker waiting for other workers' last trials: short, so
@@ -97,12 +115,18 @@ def build_sampler(
 
 
 def build_pruner(name: str, options: dict[str, Any],
-                 seed: int | None = None) -> optuna.pruners.BasePruner:
-    """Builds the pruner ``name`` with its config options (and ``seed`` if it takes one)."""
+                 seed: int | None = None, *, stage1_step: int = 1) -> optuna.pruners.BasePruner:
+    """Builds the pruner ``name`` with its config options (and ``seed`` if it takes one).
+
+    ``stage1_step`` is the step of stage 1's end (``[train] stage1_validations``), where
+    ``running_mean`` decides unless its ``step`` option says otherwise.
+    """
     factory = PRUNERS.get(name)
     _check_options(factory, options, f"pruner {name!r}", exclude={"seed"})
     if "seed" in inspect.signature(factory).parameters:
         options = {**options, "seed": seed}
+    if name == "running_mean":
+        options = {"step": stage1_step, **options}
     try:
         return factory(**options)
     except (TypeError, ValueError) as error:
@@ -110,7 +134,8 @@ def build_pruner(name: str, options: dict[str, Any],
 
 
 def build_stage1_rule(name: str, options: dict[str, Any], seed: int | None) -> Stage1Rule:
-    """The multi-objective form of pruner ``name`` (median, running_mean or none)."""
+    """The multi-objective form of pruner ``name`` (median, running_mean, successive_halving
+    or none): the objective takes its decision, since Optuna forbids pruning there."""
     PRUNERS.get(name)  # unknown names fail like everywhere else
     if name not in STAGE1_RULES:
         raise ConfigError(f"pruner {name!r} cannot act in a multi-objective study; use one "
@@ -215,7 +240,12 @@ def run_search(config: StudyConfig, *, callbacks: Sequence[Callable] = (),
                                         section.seed)
         pruner = optuna.pruners.NopPruner()
     else:
-        pruner = build_pruner(config.pruner.name, dict(config.pruner.options), section.seed)
+        pruner = build_pruner(config.pruner.name, dict(config.pruner.options), section.seed,
+                              stage1_step=config.train.stage1_validations)
+    if config.pruner.name in MULTI_RUNG_PRUNERS and config.train.stage1_validations < 2:
+        raise ConfigError(f"pruner {config.pruner.name!r} ranks trials at several steps: set "
+                          f"[train] stage1_validations >= 2 (it is "
+                          f"{config.train.stage1_validations})")
     space = get_space(config.space.name, **config.space.options)
     device = resolve_device(config.train.device)
     source, data = prepare_data(config, space, device)

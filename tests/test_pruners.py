@@ -122,3 +122,135 @@ def test_unusable_pruners_in_multi_objective_studies_are_config_errors(tmp_path:
         with pytest.raises(ConfigError, match=message):
             run_search(parse_config(raw))
         assert not (tmp_path / "study.db").exists()
+
+
+# --- several validations inside stage 1: multi-rung pruners -------------------------------
+def rung_trainer(rewards: list[list[float]]):
+    """A ``train_architecture`` stand-in: trial i reports ``rewards[i]`` at its validations
+    inside stage 1 and at stage 1's end (one value per step), then stage 2 (+0.01)."""
+    from nas_optuna.training import TrainResult
+
+    queue = iter(rewards)
+
+    def train(network, data, config, *, device, reporter, seed, validation_reporter=None,
+              **kwargs):  # noqa: ANN001
+        values = next(queue)
+        assert len(values) == config.stage1_validations
+
+        def metrics(value: float) -> dict[str, float]:
+            return {"miou": value, "macc": value, "fwiou": value, "reward": value}
+
+        for index, value in enumerate(values[:-1], start=1):
+            if not validation_reporter(index, metrics(value)):
+                return TrainResult(stage_metrics={1: metrics(value)}, stopped_after=1)
+        result = TrainResult(stage_metrics={1: metrics(values[-1])})
+        if not reporter(1, metrics(values[-1])):
+            result.stopped_after = 1
+            return result
+        result.stage_metrics[2] = metrics(values[-1] + 0.01)
+        reporter(2, result.stage_metrics[2])
+        return result
+
+    return train
+
+
+def test_successive_halving_rule_at_hand_computed_rungs() -> None:
+    from nas_optuna.pruners import successive_halving_continues as go_on
+
+    # Rungs of min_resource 1, factor 2: steps 1, 2, 4, 8; step 3 is no rung.
+    assert go_on(0.1, [0.9, 0.8, 0.7], step=3, reduction_factor=2)
+    # 4 values at step 2, keep the best 4 // 2 = 2: 0.8 and 0.7 go on, 0.6 does not.
+    assert go_on(0.7, [0.9, 0.8, 0.1], step=2, reduction_factor=2) is False
+    assert go_on(0.8, [0.9, 0.7, 0.1], step=2, reduction_factor=2)
+    assert go_on(0.1, [], step=1)  # alone at a rung: the best
+    with pytest.raises(ValueError):
+        go_on(0.5, [], step=1, reduction_factor=1)
+
+
+def test_successive_halving_rule_agrees_with_optunas_pruner() -> None:
+    """The multi-objective rule and Optuna's SuccessiveHalvingPruner decide alike on one
+    stream of trials reporting at steps 1..3 (rungs at 1 and 2 for factor 2)."""
+    from nas_optuna.pruners import successive_halving_continues
+
+    rng = np.random.default_rng(3)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=1, reduction_factor=2, min_early_stopping_rate=0))
+    reached: dict[int, list[float]] = {1: [], 2: [], 3: []}
+    decisions = []
+    for _ in range(25):
+        trial = study.ask()
+        values = rng.uniform(0.2, 0.8, size=3)
+        for step, value in enumerate(values, start=1):
+            ours = successive_halving_continues(float(value), reached[step], step=step,
+                                                reduction_factor=2)
+            trial.report(float(value), step=step)
+            theirs = not trial.should_prune()
+            decisions.append(ours == theirs)
+            reached[step].append(float(value))
+            if not theirs:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, float(values[-1]))
+    assert all(decisions) and len(decisions) > 25
+
+
+@pytest.mark.parametrize("name", ["successive_halving", "hyperband", "wilcoxon", "patient"])
+def test_multi_rung_pruners_prune_at_validations_inside_stage_1(
+        tmp_path: Path, monkeypatch, name: str) -> None:
+    from nas_optuna import objective as objective_module
+
+    # The weak trials get worse: PatientPruner stops only trials that stopped improving.
+    rewards = [[0.50, 0.55, 0.60], [0.60, 0.65, 0.70], [0.55, 0.60, 0.65], [0.10, 0.09, 0.08],
+               [0.05, 0.04, 0.03], [0.08, 0.07, 0.06], [0.04, 0.03, 0.02], [0.03, 0.02, 0.01]]
+    monkeypatch.setattr(objective_module, "train_architecture", rung_trainer(rewards))
+    options = {"successive_halving": {"min_resource": 1, "reduction_factor": 2},
+               "hyperband": {"min_resource": 1, "max_resource": 4, "reduction_factor": 2},
+               "wilcoxon": {"n_startup_steps": 0, "p_threshold": 0.5},
+               "patient": {"patience": 0, "n_startup_trials": 2}}[name]
+    raw = tiny_config_dict(tmp_path, study={"n_trials": len(rewards)},
+                           train={"stage1_epochs": 3, "stage1_validations": 3},
+                           pruner={"name": name, **options})
+    study = run_search(parse_config(raw))
+    states = [t.state.name for t in study.trials]
+    assert states[:2] == ["COMPLETE"] * 2  # the first, and the best at every step
+    assert "PRUNED" in states[3:]  # the weak trials stop inside stage 1
+    for trial in study.trials:
+        values = trial.user_attrs["validation_values"]
+        assert values == [trial.intermediate_values[s] for s in sorted(trial.intermediate_values)]
+        if trial.state.name == "PRUNED":
+            assert len(values) <= 3 and "reward_stage2" not in trial.user_attrs
+            assert trial.user_attrs["reward_stage1"] == values[-1]
+        else:  # steps 1-3 inside and at the end of stage 1, 4 after stage 2
+            assert sorted(trial.intermediate_values) == [1, 2, 3, 4]
+
+
+def test_multi_objective_successive_halving_compares_values_at_the_same_step(
+        tmp_path: Path, monkeypatch) -> None:
+    from nas_optuna import objective as objective_module
+
+    rewards = [[0.5, 0.6], [0.55, 0.7], [0.1, 0.8], [0.52, 0.2]]
+    monkeypatch.setattr(objective_module, "train_architecture", rung_trainer(rewards))
+    raw = tiny_config_dict(
+        tmp_path, study={"n_trials": 4, "directions": ["maximize", "minimize"],
+                         "metrics": ["reward", "params_generated"]},
+        train={"stage1_epochs": 2, "stage1_validations": 2},
+        pruner={"name": "successive_halving", "reduction_factor": 2})
+    study = run_search(parse_config(raw))
+    # Rungs at steps 1 and 2 (factor 2), each keeping the best len // 2 (at least one):
+    # trial 1 is the best at both; trial 2's 0.1 is not the best of {0.5, 0.55, 0.1};
+    # trial 3's 0.52 is in the best two of {0.5, 0.55, 0.1, 0.52} at step 1, but its 0.2
+    # is not the best of {0.6, 0.7, 0.2} at step 2 (trial 2 never reached it).
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"]
+    assert study.trials[2].user_attrs["validation_values"] == [0.1]
+    assert study.trials[3].user_attrs["validation_values"] == [0.52, 0.2]
+
+
+def test_multi_rung_pruners_need_several_validations(tmp_path: Path) -> None:
+    raw = tiny_config_dict(tmp_path, pruner={"name": "successive_halving"})
+    with pytest.raises(ConfigError, match="stage1_validations >= 2"):
+        run_search(parse_config(raw))
+    raw = tiny_config_dict(tmp_path, train={"stage1_epochs": 2, "stage1_validations": 3})
+    with pytest.raises(ConfigError, match="stage1_validations must be between 1 and"):
+        parse_config(raw)
+    assert not (tmp_path / "study.db").exists()

@@ -51,8 +51,10 @@ stages: SGD (momentum 0.9) over the whole network, 'poly' learning rate per iter
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import itertools
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -67,11 +69,14 @@ from nas_optuna.metrics import ConfusionMatrix
 from nas_optuna.networks import AuxiliaryOutputs, StemDecoderNetwork
 from nas_optuna.training.features import SearchData
 
-__all__ = ["FINAL_LR", "Reporter", "TrainResult", "evaluated_state_dict", "poly_lr_factor",
+__all__ = ["FINAL_LR", "Reporter", "TrainResult", "ValidationReporter", "validation_epochs", "evaluated_state_dict", "poly_lr_factor",
            "predict", "resolve_device", "train_architecture", "train_final"]
 
 #: ``reporter(stage, metrics) -> continue?``; metrics hold miou, macc, fwiou and reward.
 Reporter = Callable[[int, Mapping[str, float]], bool]
+#: ``validation_reporter(index, metrics) -> continue?`` at a validation inside stage 1
+#: (``index`` 1 .. ``stage1_validations - 1``; the last is stage 1's own, see Reporter).
+ValidationReporter = Callable[[int, Mapping[str, float]], bool]
 
 _IGNORE_INDEX = 255
 
@@ -118,6 +123,7 @@ def train_architecture(
     reporter: Reporter | None = None,
     seed: int = 0,
     omit_classes: Sequence[int] = (),
+    validation_reporter: ValidationReporter | None = None,
 ) -> TrainResult:
     """Trains ``network`` with the two-stage search procedure and evaluates it.
 
@@ -129,6 +135,10 @@ def train_architecture(
         reporter: Called after each stage; returning False stops training.
         seed: Seed of the batch order.
         omit_classes: Classes left out of the metrics (CVPR 2019 omits background).
+        validation_reporter: Called at the validations inside stage 1 that
+            ``config.stage1_validations`` asks for (the averaged decoder on the meta-val
+            features, as at the stage's end); returning False stops training there, with
+            ``stopped_after`` 1 and that validation's metrics as stage 1's.
 
     Returns:
         The metrics after each completed stage.
@@ -148,11 +158,30 @@ def train_architecture(
     stages = ((1, config.stage1_epochs, _stage1), (2, config.stage2_epochs, _stage2))
     decoder_optimiser = _adam(list(network.decoder.parameters()), lr=config.decoder_lr,
                               weight_decay=config.weight_decay)
+    inside = validation_epochs(config.stage1_epochs, config.stage1_validations)[:-1]
+
+    def on_epoch(epoch: int, averaged: nn.Module) -> bool:
+        """Validates inside stage 1 where asked; False stops the stage (and training)."""
+        if epoch not in inside or validation_reporter is None:
+            return True
+        metrics = _evaluate(averaged, data, 1, device, config.batch_size, omit_classes)
+        averaged.train()
+        if validation_reporter(inside.index(epoch) + 1, metrics):
+            return True
+        result.stage_metrics[1] = metrics
+        result.evaluated = copy.deepcopy(averaged).eval()
+        result.stopped_after = 1
+        return False
+
     with _failures_as_trial_failed():
         for stage, epochs, run in stages:
             if epochs == 0:
                 continue
-            averaged = run(network, data, config, device, epochs, generator, decoder_optimiser)
+            extra = {"on_epoch": on_epoch} if stage == 1 else {}
+            averaged = run(network, data, config, device, epochs, generator, decoder_optimiser,
+                           **extra)
+            if result.stopped_after is not None:  # stopped at a validation inside stage 1
+                break
             metrics = _evaluate(averaged, data, stage, device, config.batch_size, omit_classes)
             result.stage_metrics[stage] = metrics
             result.evaluated = averaged
@@ -160,6 +189,22 @@ def train_architecture(
                 result.stopped_after = stage
                 break
     return result
+
+
+def validation_epochs(epochs: int, validations: int) -> list[int]:
+    """The stage-1 epochs (1-based) after which the averaged decoder is validated.
+
+    ``validations`` evenly spaced epochs, the last one ``epochs``: e.g. 6 epochs, 3
+    validations -> ``[2, 4, 6]``; 3 and 3 -> ``[1, 2, 3]``; 1 validation -> ``[epochs]``.
+
+    Raises:
+        ValueError: ``validations`` is not between 1 and ``epochs``.
+    """
+    if epochs == 0:
+        return []
+    if not 1 <= validations <= epochs:
+        raise ValueError(f"validations must be between 1 and {epochs}, got {validations}")
+    return [math.ceil(epochs * i / validations) for i in range(1, validations + 1)]
 
 
 
@@ -276,13 +321,14 @@ def _stage1(
     epochs: int,
     generator: torch.Generator,
     optimiser: torch.optim.Optimizer,
+    on_epoch: Callable[[int, nn.Module], bool] | None = None,
 ) -> nn.Module:
     decoder = network.decoder
     decoder.train()
     averaged = _averaged(decoder, config.polyak_decay[0])
     count = len(data.train_labels)
     watch = _NonFiniteWatch(stage=1)
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         order = torch.randperm(count, generator=generator)
         # A trailing batch of one sample is dropped: batch norm cannot train on it.
         for start in range(0, count - (count % config.batch_size == 1), config.batch_size):
@@ -295,6 +341,10 @@ def _stage1(
                 teacher = data.train_teacher_logits[index].to(device, non_blocking=True)
             _step(decoder, features, labels, optimiser, config, watch, teacher_logits=teacher)
             averaged.update_parameters(decoder)
+        if on_epoch is not None and epoch < epochs:
+            watch.check()  # a validation of a non-finite model would be meaningless
+            if not on_epoch(epoch, averaged.module):
+                break
     watch.check()
     return averaged.module
 

@@ -305,3 +305,38 @@ def test_features_are_cached_and_reused(tmp_path: Path) -> None:
     # Another split is another cache entry.
     prepare_search_data(source, **kwargs, split_seed=1)
     assert len(list(tmp_path.glob("stem-features-*.pt"))) == 2
+
+
+def test_validations_inside_stage_1_report_the_averaged_decoder_and_can_stop(
+        search_data) -> None:
+    from nas_optuna.training import validation_epochs
+
+    assert validation_epochs(6, 3) == [2, 4, 6]
+    assert validation_epochs(3, 3) == [1, 2, 3]
+    assert validation_epochs(5, 1) == [5]
+    assert validation_epochs(5, 2) == [3, 5]
+    with pytest.raises(ValueError):
+        validation_epochs(2, 3)
+    seen = []
+
+    def validation(index: int, metrics: dict) -> bool:
+        seen.append((index, metrics["reward"]))
+        return index < 2
+
+    stages = []
+    config = TrainConfig(stage1_epochs=3, stage2_epochs=1, batch_size=8, stage1_validations=3)
+    result = train_architecture(_network(search_data), search_data, config, device=CPU,
+                                reporter=lambda stage, m: stages.append(stage) or True,
+                                validation_reporter=validation)
+    assert [i for i, _ in seen] == [1, 2]
+    assert stages == []  # stopped at validation 2, before stage 1's end
+    assert result.stopped_after == 1 and list(result.stage_metrics) == [1]
+    assert result.stage_metrics[1]["reward"] == seen[-1][1]
+    assert result.evaluated is not None
+    # The same seed without stopping: the same first two validations (they do not disturb
+    # training), then stage 1's end and stage 2.
+    again = []
+    train_architecture(_network(search_data), search_data, config, device=CPU,
+                       reporter=lambda stage, m: again.append(("stage", stage)) or True,
+                       validation_reporter=lambda i, m: again.append((i, m["reward"])) or True)
+    assert again[:2] == seen and again[2:] == [("stage", 1), ("stage", 2)]
