@@ -56,7 +56,8 @@ from nas_optuna.training import (
 from nas_optuna.workers import claim_worker_index, optimize, trial_budget
 from search_spaces import SearchSpace, get_space
 
-__all__ = ["MULTI_RUNG_PRUNERS", "PRUNERS", "SAMPLERS", "build_pruner", "build_sampler", "build_stage1_rule",
+__all__ = ["MULTI_RUNG_PRUNERS", "PRUNERS", "SAMPLERS", "build_pruner", "build_sampler",
+           "build_stage1_rule",
            "create_study", "prepare_data", "run_search", "default_cache_dir"]
 
 #: Sampler classes, each constructed as ``cls(seed=..., **options)``.

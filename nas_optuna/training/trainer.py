@@ -69,7 +69,8 @@ from nas_optuna.metrics import ConfusionMatrix
 from nas_optuna.networks import AuxiliaryOutputs, StemDecoderNetwork
 from nas_optuna.training.features import SearchData
 
-__all__ = ["FINAL_LR", "Reporter", "TrainResult", "ValidationReporter", "validation_epochs", "evaluated_state_dict", "poly_lr_factor",
+__all__ = ["FINAL_LR", "Reporter", "TrainResult", "ValidationReporter", "evaluated_state_dict",
+           "validation_epochs", "poly_lr_factor",
            "predict", "resolve_device", "train_architecture", "train_final"]
 
 #: ``reporter(stage, metrics) -> continue?``; metrics hold miou, macc, fwiou and reward.
