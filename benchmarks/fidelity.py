@@ -19,7 +19,8 @@ Every evaluation is one line of a JSON-lines results file (default
 ``benchmarks/data/fidelity_runs.jsonl``) appended as soon as it is measured; a stopped run
 started again skips what the file holds, so hours of CPU are never lost. A line belongs to
 one *task*: a hash of the space, its profile and options, the dataset and the training
-budget; lines of another task (an earlier default, an older space) are kept but ignored.
+budget; and to one rung *spec* (what the rung trains); lines of another task (an earlier
+default, an older space) or of a changed rung are kept but ignored.
 Each line also stores the architecture's generated parameter count, and a run refuses to
 continue when the current code builds the same architecture with another size.
 
@@ -73,7 +74,7 @@ CONFIGS = {"template": "studies/quickstart.toml", "auxcell": "studies/auxcell.to
 DEFAULT_RESULTS = ROOT / "benchmarks" / "data" / "fidelity_runs.jsonl"
 #: Epochs of the ``retrain`` schedule at the reference (>= 8x the search compute, checked
 #: in the report from the measured seconds).
-REFERENCE_EPOCHS = 16
+REFERENCE_EPOCHS = 24
 #: Multiplier of both stages' epochs at the search-optimiser reference.
 REFERENCE_SEARCH_FACTOR = 8
 
@@ -102,6 +103,13 @@ class Rung:
     train_fraction: float = 1.0
     epochs: int = 0
     description: str = ""
+
+    @property
+    def spec(self) -> str:
+        """What the rung does, as stored with each result (a changed rung is a new one)."""
+        return json.dumps([self.kind, dict(sorted(self.train.items())),
+                           dict(sorted(self.data.items())), self.train_fraction, self.epochs],
+                          sort_keys=True)
 
 
 def rungs(config: StudyConfig) -> list[Rung]:
@@ -191,7 +199,8 @@ def _append(path: Path, record: Mapping[str, Any]) -> None:
 
 
 def _key(record: Mapping[str, Any]) -> tuple:
-    return (record["task"], record["space"], record["index"], record["rung"], record["seed"])
+    return (record["task"], record["space"], record["index"], record["rung"], record["seed"],
+            record.get("spec"))
 
 
 # --- evaluations ------------------------------------------------------------------------
@@ -259,12 +268,12 @@ def evaluate(entry: _Space, index: int, rung: Rung, seed: int) -> dict[str, Any]
         costs = measure_network(network, data.image_size)
         record["score"] = -float(costs["params_generated" if rung.name == "params" else "macs"])
     elif rung.kind == "proxy":
-        from nas_optuna.proxies import compute_proxy
+        from nas_optuna.proxies import search_proxies
 
-        images = data.val_images[:16].float()
-        labels = data.val_labels[:16].long()
-        record["score"] = float(compute_proxy(rung.name, network.decoder, network.stem(images),
-                                              labels, parameters=network.decoder.parameters()))
+        # As every search trial computes it (nas_optuna.objective, [proxies] defaults).
+        batch = entry.config.proxies.batch_size
+        record["score"] = float(search_proxies(network, data, [rung.name],
+                                               batch_size=batch)[rung.name])
     elif rung.kind == "final":
         result = train_final(network, data, entry.config.train, epochs=rung.epochs,
                              device=torch.device("cpu"), seed=seed * 1000 + index,
@@ -272,18 +281,29 @@ def evaluate(entry: _Space, index: int, rung: Rung, seed: int) -> dict[str, Any]
         record["score"] = float(result.final_metrics["reward"])
     else:
         train = dataclasses.replace(entry.config.train, **rung.train)
+        # Validated after every stage-1 epoch (validations do not change training), so
+        # that pruners can be replayed on the stored values.
+        train = dataclasses.replace(train, stage1_validations=max(1, train.stage1_epochs))
         stages: dict[int, float] = {}
+        validations: list[float] = []
 
         def reporter(stage: int, metrics: Mapping[str, float]) -> bool:
             stages[stage] = float(metrics["reward"])
             return True
 
+        def validation(index: int, metrics: Mapping[str, float]) -> bool:
+            validations.append(float(metrics["reward"]))
+            return True
+
         result = train_architecture(network, _subset(data, rung.train_fraction), train,
                                     device=torch.device("cpu"), reporter=reporter,
                                     seed=seed * 1000 + index,
-                                    omit_classes=train.omit_classes)
+                                    omit_classes=train.omit_classes,
+                                    validation_reporter=validation)
         record["score"] = float(result.final_metrics["reward"])
         record["stages"] = {str(k): v for k, v in stages.items()}
+        if "1" in record["stages"]:  # every stage-1 epoch, the last being stage 1's end
+            record["validations"] = [*validations, stages[1]]
     record["seconds"] = round(time.perf_counter() - started, 3)
     record["params_generated"] = _params(network)
     return record
@@ -326,7 +346,7 @@ def run(results: Path, archs: int, spaces: Sequence[str], hours: float | None,
     machine = cpu_model()
     count = 0
     for entry, index, rung, seed in plan(entries, archs):
-        key = (entry.task, entry.name, index, rung.name, seed)
+        key = (entry.task, entry.name, index, rung.name, seed, rung.spec)
         if key in done:
             continue
         if deadline is not None and time.monotonic() > deadline:
@@ -340,7 +360,7 @@ def run(results: Path, archs: int, spaces: Sequence[str], hours: float | None,
                              f"{record['params_generated']:,} generated parameters, the results "
                              f"file says {sorted(sizes)[0]:,}: use another --results file")
         record.update(task=entry.task, space=entry.name, index=index, rung=rung.name,
-                      seed=seed, kind=rung.kind, machine=machine,
+                      seed=seed, kind=rung.kind, spec=rung.spec, machine=machine,
                       genotype=entry.space.describe(entry.space.random_architecture(seed=index)))
         _append(results, record)
         done[key] = record
@@ -356,10 +376,12 @@ def _table(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[tuple[str, in
     table: dict[str, dict[tuple[str, int], dict]] = {}
     for record in sorted(records, key=lambda r: r["seed"]):
         cell = table.setdefault(record["rung"], {}).setdefault(
-            (record["space"], record["index"]), {"scores": [], "seconds": [], "stages": []})
+            (record["space"], record["index"]),
+            {"scores": [], "seconds": [], "stages": [], "validations": []})
         cell["scores"].append(record["score"])
         cell["seconds"].append(record["seconds"])
         cell["stages"].append(record.get("stages", {}))
+        cell["validations"].append(record.get("validations"))
     return table
 
 
@@ -367,8 +389,13 @@ def current_records(records: Sequence[Mapping[str, Any]], spaces: Sequence[str],
                     cache_dir: Path, configs: Mapping[str, str] = CONFIGS
                     ) -> list[Mapping[str, Any]]:
     """The lines of the current task of each space."""
-    tasks = {name: task_id(_load_space(name, configs[name], cache_dir).config) for name in spaces}
-    return [r for r in records if r["space"] in tasks and r["task"] == tasks[r["space"]]]
+    specs, tasks = {}, {}
+    for name in spaces:
+        entry = _load_space(name, configs[name], cache_dir)
+        tasks[name] = entry.task
+        specs[name] = {(rung.name, rung.spec) for rung in rungs(entry.config)}
+    return [r for r in records if r["space"] in tasks and r["task"] == tasks[r["space"]]
+            and (r["rung"], r.get("spec")) in specs[r["space"]]]
 
 
 def top_precision(score: Sequence[float], reference: Sequence[float],
@@ -494,43 +521,99 @@ def _prescreen(table: Mapping, ref: Mapping, quantile: float = 0.5,
     return out
 
 
-def _pruners(table: Mapping, ref: Mapping, search_rung: str,
-             startup: int = 5, orders: int = 200) -> list[dict[str, Any]]:
-    """Replays the search's median rule on the stored stage-1 rewards of the search rung.
+def _replayed_pruners(stage1_end: int) -> dict[str, Callable[[], Any]]:
+    """Pruners replayed on the stored validations: name -> factory of an Optuna pruner."""
+    import optuna
 
-    A trial after ``startup`` whose stage-1 reward is below the median of the earlier
-    completed trials' stage-1 rewards stops after stage 1 (MedianPruner's rule); the
-    compute saved is estimated from the ``s1_*`` rung's seconds (stage 1 alone).
+    return {
+        "median after stage 1 (the default)": lambda: _AtStep(
+            optuna.pruners.MedianPruner(n_startup_trials=5), stage1_end),
+        "median at every stage-1 epoch": lambda: optuna.pruners.MedianPruner(
+            n_startup_trials=5),
+        "successive halving (factor 3)": lambda: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=1, reduction_factor=3),
+        "hyperband (factor 3)": lambda: optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=stage1_end + 1, reduction_factor=3),
+        "patient median (patience 1)": lambda: optuna.pruners.PatientPruner(
+            optuna.pruners.MedianPruner(n_startup_trials=5), patience=1),
+    }
+
+
+class _AtStep:
+    """A pruner that asks ``wrapped`` only at ``step`` (stage 1's end, as the search)."""
+
+    def __init__(self, wrapped: Any, step: int) -> None:
+        self._wrapped, self._step = wrapped, step
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        return trial.last_step == self._step and self._wrapped.prune(study, trial)
+
+
+def _pruners(table: Mapping, ref: Mapping, search_rung: str,
+             orders: int = 50) -> list[dict[str, Any]]:
+    """Replays Optuna's pruners on the stored validations of one search evaluation.
+
+    Each architecture of the search rung that has its per-epoch stage-1 validations (the
+    last seed evaluated with them) is a trial reporting them at steps ``1 .. E1`` and its
+    final reward at ``E1 + 1``, in ``orders`` random orders, through a real Optuna study
+    with that pruner. Compute saved: the share of the search rung's seconds a stopped
+    trial did not spend, splitting a trial's seconds into equal stage-1 epochs and stage 2
+    by the measured stage-1-only rung (``s1_*``). Kept: how many of the reference's top 5
+    trained to the end.
     """
+    import warnings
+
+    import optuna
+
     search = table.get(search_rung, {})
-    stage1_rung = next((name for name in table if name.startswith("s1_") and "_s2_" not in
-                        name and name != "s1_1"), None)
-    keys = [k for k in ref if k in search and search[k]["stages"] and "1" in
-            search[k]["stages"][0]]
-    if len(keys) < startup + 2 or stage1_rung is None:
+    runs = {}
+    for key, cell in search.items():
+        for position in range(len(cell["scores"]) - 1, -1, -1):
+            if cell["validations"][position]:
+                runs[key] = (cell["validations"][position], cell["scores"][position],
+                             cell["seconds"][position])
+                break
+    keys = [k for k in ref if k in runs]
+    stage1_rung = next((n for n in table if n.startswith("s1_") and "_s2_" not in n
+                        and n != "s1_1"), None)
+    if len(keys) < 8 or stage1_rung is None:
         return []
-    stage1_cost = table[stage1_rung]
-    rng = np.random.default_rng(0)
-    top5 = _top5(ref)
-    saved, kept = [], []
-    for _ in range(orders):
-        order = [keys[i] for i in rng.permutation(len(keys))]
-        completed: list[float] = []
-        stopped = set()
-        for position, key in enumerate(order):
-            value = search[key]["stages"][0]["1"]
-            if position >= startup and value < float(np.median(completed)):
-                stopped.add(key)
-            else:
-                completed.append(value)
-        total = sum(search[k]["seconds"][0] for k in keys)
-        spared = sum(search[k]["seconds"][0] - stage1_cost.get(k, search[k])["seconds"][0]
-                     for k in stopped)
-        saved.append(spared / total)
-        kept.append(len(top5 - stopped))  # reference top-5 architectures trained to the end
-    return [{"name": f"median after stage 1, startup {startup}",
-             "compute_saved": float(np.mean(saved)),
-             "reference_top5_kept": float(np.mean(kept))}]
+    stage1 = table[stage1_rung]
+    top5 = _top5({k: ref[k] for k in keys})
+    out = []
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    stage1_end = len(runs[keys[0]][0])
+    for name, factory in _replayed_pruners(stage1_end).items():
+        rng = np.random.default_rng(0)
+        saved, kept = [], []
+        for _ in range(orders):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study = optuna.create_study(direction="maximize", pruner=factory())
+            spent = total = 0.0
+            stopped = set()
+            for key in (keys[i] for i in rng.permutation(len(keys))):
+                values, final, seconds = runs[key]
+                s1 = min(stage1.get(key, {"seconds": [seconds]})["seconds"][0], seconds)
+                epoch_cost = s1 / len(values)
+                total += seconds
+                trial = study.ask()
+                for step, value in enumerate(values, start=1):
+                    trial.report(value, step)
+                    if trial.should_prune():
+                        stopped.add(key)
+                        spent += step * epoch_cost
+                        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                        break
+                else:
+                    trial.report(final, len(values) + 1)
+                    spent += seconds
+                    study.tell(trial, final)
+            saved.append(1.0 - spent / total)
+            kept.append(len(top5 - stopped))
+        out.append({"name": name, "compute_saved": float(np.mean(saved)),
+                    "reference_top5_kept": float(np.mean(kept)), "n_archs": len(keys)})
+    return out
 
 
 def markdown(summary: Mapping[str, Any], machine: str, command: str) -> str:
@@ -619,13 +702,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     help="architectures per space")
     sub.choices["run"].add_argument("--hours", type=float, help="stop after this long")
     sub.choices["run"].add_argument("--threads", type=int, default=2)
-    sub.choices["run"].add_argument("--quick", action="store_true",
-                                    help="smoke test: 2-epoch references")
+    for name in ("run", "report"):
+        sub.choices[name].add_argument("--quick", action="store_true",
+                                       help="smoke test: 2-epoch references")
     report = sub.choices["report"]
     report.add_argument("--markdown", type=Path)
     report.add_argument("--json", type=Path)
     report.add_argument("--figure", type=Path, help="plotly figure (HTML)")
     args = parser.parse_args(argv)
+    if args.quick:
+        global REFERENCE_EPOCHS, REFERENCE_SEARCH_FACTOR
+        REFERENCE_EPOCHS, REFERENCE_SEARCH_FACTOR = 2, 2
     spaces = args.only or sorted(CONFIGS, reverse=True)  # template first
     configs = dict(CONFIGS)
     for item in args.config:
@@ -638,9 +725,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.archs < 4:
             parser.error("--archs must be >= 4")
         torch.set_num_threads(args.threads)
-        if args.quick:
-            global REFERENCE_EPOCHS, REFERENCE_SEARCH_FACTOR
-            REFERENCE_EPOCHS, REFERENCE_SEARCH_FACTOR = 2, 2
         run(args.results, args.archs, spaces, args.hours, args.cache_dir, configs)
         return 0
     records = current_records(read_results(args.results), spaces, args.cache_dir, configs)

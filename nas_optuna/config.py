@@ -17,6 +17,7 @@ Shape (see ``studies/quickstart.toml``)::
     [teacher] optional knowledge-distillation teacher: space, params or genotype, checkpoint
     [artifacts] what each finished trial stores in the artifact store (diagram, mask
               preview, weights) and where
+    [proxies] zero-cost proxies stored on every trial; [prescreen] rejection by one
 
 Example:
     >>> from nas_optuna.config import load_config
@@ -45,6 +46,8 @@ __all__ = [
     "CostConfig",
     "DataConfig",
     "NamedConfig",
+    "PrescreenConfig",
+    "ProxiesConfig",
     "StudyConfig",
     "StudySection",
     "TeacherConfig",
@@ -246,6 +249,35 @@ class ArtifactsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProxiesConfig:
+    """``[proxies]``: zero-cost proxies computed on every trial before training.
+
+    Attributes:
+        names: Proxies of :mod:`nas_optuna.proxies` stored as ``proxy_<name>`` user attrs
+            (all five by default; ``[]`` computes none).
+        batch_size: Meta-train images the proxies see.
+    """
+
+    names: tuple[str, ...] = ("synflow", "naswot", "grad_norm", "snip", "jacob_cov")
+    batch_size: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class PrescreenConfig:
+    """``[prescreen]``: reject architectures by a zero-cost proxy before training.
+
+    After ``startup`` trials with the proxy stored, an architecture whose proxy falls
+    below the ``quantile`` of the earlier trials' values is rejected the way an
+    over-budget one is: COMPLETE at once with reward 0 and a ``rejected`` user attr, so
+    every sampler learns the region. Off when ``proxy`` is empty.
+    """
+
+    proxy: str = ""
+    quantile: float = 0.5
+    startup: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """A whole study config."""
 
@@ -259,6 +291,8 @@ class StudyConfig:
     source: str | None = None
     teacher: TeacherConfig | None = None
     artifacts: ArtifactsConfig = dataclasses.field(default_factory=ArtifactsConfig)
+    proxies: ProxiesConfig = dataclasses.field(default_factory=ProxiesConfig)
+    prescreen: PrescreenConfig = dataclasses.field(default_factory=PrescreenConfig)
 
     def replace(self, **sections: Any) -> StudyConfig:
         """Returns a copy with some sections replaced."""
@@ -306,7 +340,7 @@ def parse_config(raw: Mapping[str, Any], source: str | None = None) -> StudyConf
     """Validates a config already parsed into nested dicts."""
     where = f" in {source}" if source else ""
     known = {"study", "space", "data", "train", "sampler", "pruner", "cost", "teacher",
-             "artifacts"}
+             "artifacts", "proxies", "prescreen"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown table [{unknown[0]}]{where}; known: {', '.join(sorted(known))}")
@@ -336,8 +370,32 @@ def parse_config(raw: Mapping[str, Any], source: str | None = None) -> StudyConf
     teacher = _teacher(raw["teacher"], where) if "teacher" in raw else None
     artifacts = _dataclass_from(ArtifactsConfig, raw.get("artifacts", {}), "artifacts", where)
     _check_artifacts(artifacts, where)
+    proxies = _dataclass_from(ProxiesConfig, raw.get("proxies", {}), "proxies", where)
+    proxies = dataclasses.replace(proxies, names=tuple(proxies.names))
+    prescreen = _dataclass_from(PrescreenConfig, raw.get("prescreen", {}), "prescreen", where)
+    _check_proxies(proxies, prescreen, where)
     return StudyConfig(study, space, data, train, sampler, pruner, cost, source, teacher,
-                       artifacts)
+                       artifacts, proxies, prescreen)
+
+
+def _check_proxies(proxies: ProxiesConfig, prescreen: PrescreenConfig, where: str) -> None:
+    from nas_optuna.proxies import PROXIES
+
+    for name in (*proxies.names, *([prescreen.proxy] if prescreen.proxy else [])):
+        if name not in PROXIES:
+            raise ConfigError(f"unknown proxy {name!r}; known proxies: {', '.join(PROXIES)}"
+                              f"{where}")
+    if proxies.batch_size < 2:
+        raise ConfigError(f"[proxies] batch_size must be >= 2{where}")
+    if prescreen.proxy:
+        if prescreen.proxy not in proxies.names:
+            raise ConfigError(f"[prescreen] proxy {prescreen.proxy!r} must be among [proxies] "
+                              f"names{where}")
+        if not 0.0 < prescreen.quantile < 1.0:
+            raise ConfigError(f"[prescreen] quantile must be in (0, 1), got "
+                              f"{prescreen.quantile}{where}")
+        if prescreen.startup < 1:
+            raise ConfigError(f"[prescreen] startup must be >= 1, got {prescreen.startup}{where}")
 
 
 def _check_artifacts(artifacts: ArtifactsConfig, where: str) -> None:

@@ -27,6 +27,12 @@ a :class:`~nas_optuna.pruners.Stage1Rule` over the values earlier trials stored 
 step (like with like: penalised against penalised), and a stopped trial ends PRUNED with
 its stage-1 attrs kept.
 
+Zero-cost proxies (``[proxies]``, :mod:`nas_optuna.proxies`) are computed on every trial
+that passed its budgets, before training, and stored as ``proxy_<name>`` user attrs (with
+``proxy_seconds``); ``[prescreen]`` rejects an architecture whose proxy falls below a
+quantile of the earlier trials' values, like a budget does (COMPLETE, reward 0,
+``rejected``), never in its first ``startup`` trials.
+
 Artifacts (``[artifacts]``, :mod:`nas_optuna.artifacts`): when the runner passes an
 ``artifact_dir``, a trial that completes or is pruned stores its architecture diagram, a
 completed trained one also its mask preview (and weights, when asked), plus a note with
@@ -41,10 +47,13 @@ on.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 
@@ -52,11 +61,14 @@ from nas_optuna.artifacts import upload_trial_artifacts
 from nas_optuna.config import StudyConfig
 from nas_optuna.exceptions import TrialFailed
 from nas_optuna.measure import measure_network
+from nas_optuna.proxies import PROXY_ATTR_PREFIX, search_proxies
 from nas_optuna.pruners import VALIDATION_VALUES_ATTR, Stage1Rule
 from nas_optuna.training import SearchData, TrainResult, train_architecture
 from search_spaces import SearchSpace
 
 __all__ = ["SearchObjective", "trial_record"]
+
+_FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 class SearchObjective:
@@ -123,6 +135,8 @@ class SearchObjective:
         if penalty is not None:
             trial.set_user_attr("cost_penalty", penalty)
         violations = self._apply_budget(trial, costs)
+        if not violations:
+            violations = self._prescreen(trial, self._proxies(trial, network))
         if violations:
             # Fast rejection: the sampler learns the region is infeasible, no compute spent.
             trial.set_user_attr("rejected", "; ".join(violations))
@@ -201,6 +215,41 @@ class SearchObjective:
                 latency_repeats=cost.latency_repeats,
             )
         return dict(self._measured[genotype])
+
+    def _proxies(self, trial: optuna.Trial, network: torch.nn.Module) -> dict[str, float]:
+        """``[proxies]`` of the untrained network, stored as ``proxy_<name>`` user attrs
+        (None for a non-finite score, which JSON storages cannot hold faithfully)."""
+        names = self.config.proxies.names
+        if not names:
+            return {}
+        started = time.perf_counter()
+        scores = search_proxies(network, self.data, names,
+                                batch_size=self.config.proxies.batch_size)
+        for name, value in scores.items():
+            trial.set_user_attr(PROXY_ATTR_PREFIX + name, value if math.isfinite(value) else None)
+        trial.set_user_attr("proxy_seconds", round(time.perf_counter() - started, 4))
+        return scores
+
+    def _prescreen(self, trial: optuna.Trial, scores: Mapping[str, float]) -> list[str]:
+        """``[prescreen]``: the rejection reason when the proxy is below the earlier
+        trials' ``quantile`` (never before ``startup`` earlier values); else nothing."""
+        settings = self.config.prescreen
+        if not settings.proxy:
+            return []
+        key = PROXY_ATTR_PREFIX + settings.proxy
+        earlier = [
+            float(t.user_attrs[key])
+            for t in trial.study.get_trials(deepcopy=False, states=_FINISHED)
+            if t.number < trial.number and t.user_attrs.get(key) is not None
+        ]
+        if len(earlier) < settings.startup:
+            return []
+        threshold = float(np.quantile(earlier, settings.quantile))
+        value = scores[settings.proxy]
+        if math.isfinite(value) and value >= threshold:
+            return []
+        return [f"{settings.proxy} {value:.6g} below the {settings.quantile:g} quantile "
+                f"{threshold:.6g} of {len(earlier)} earlier trials"]
 
     def _penalty(self, costs: Mapping[str, Any]) -> float | None:
         """CAS's scalarised cost: ``weight * cost / reference``, or None without a penalty."""

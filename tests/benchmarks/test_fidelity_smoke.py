@@ -58,7 +58,8 @@ def ran(fidelity: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert fidelity.main(["run", *argv, "--archs", "4", "--quick", "--threads", "1"]) == 0
     outputs = {"markdown": folder / "f.md", "json": folder / "f.json",
                "figure": folder / "f.html"}
-    assert fidelity.main(["report", *argv, *[f"--{k}={v}" for k, v in outputs.items()]]) == 0
+    assert fidelity.main(["report", *argv, "--quick",
+                          *[f"--{k}={v}" for k, v in outputs.items()]]) == 0
     return {"folder": folder, "argv": argv, "first": first, "results": results,
             "outputs": outputs}
 
