@@ -20,6 +20,9 @@ Questions and the paper figures they answer:
   high rewards? (template supplementary Figs. 15-16; operations in any space)
 * :func:`stage_correlation`, :func:`retrain_correlation`: does stage 1 rank architectures
   as stage 2 does, and the search as a longer training does? (template Fig. 9)
+* :func:`proxy_correlation`, :func:`retrain_fidelity`: do zero-cost proxies rank
+  architectures as the search reward does, and what predicts a longer retraining at
+  what compute? (the fidelity figure of ``benchmarks/fidelity.py``, for a user's study)
 * :func:`seed_noise`: how much does one architecture's reward move between training
   seeds? (the floor every ranking figure is read against)
 * :func:`pareto_front`, :func:`hypervolume_history`: multi-objective studies.
@@ -44,6 +47,7 @@ from analysis.genotype import COMPONENTS, genotype_long, template_label
 from analysis.noise import SeedNoise, seed_noise
 from analysis.pareto import default_reference_point, hypervolume_history, pareto_front
 from analysis.progress import compare_rewards, reward_over_time, stage_rewards
+from analysis.proxies import proxy_correlation, retrain_fidelity
 from analysis.report import build_report, write_report
 from analysis.result import Analysis, InsufficientData
 from analysis.size import reward_vs_size, size_buckets
@@ -66,9 +70,11 @@ __all__ = [
     "hypervolume_history",
     "operation_stats",
     "pareto_front",
+    "proxy_correlation",
     "rank_correlation",
     "seed_noise",
     "retrain_correlation",
+    "retrain_fidelity",
     "retrain_pairs",
     "retrain_studies",
     "reward_over_time",

@@ -26,6 +26,7 @@ from analysis._storage import StorageLike, open_storage
 from analysis.correlation import retrain_correlation, retrain_studies, stage_correlation
 from analysis.pareto import hypervolume_history, pareto_front
 from analysis.progress import compare_rewards, reward_over_time
+from analysis.proxies import proxy_correlation, retrain_fidelity
 from analysis.result import Analysis, InsufficientData
 from analysis.size import reward_vs_size
 from analysis.stride import stride_over_time, stride_vs_reward
@@ -113,6 +114,12 @@ def build_report(storage: StorageLike, study_name: str, compare: Sequence[str] =
         add(f"Search vs retrained reward ({retrain})",
             lambda retrain=retrain: retrain_correlation(storage, retrain,
                                                         n_bootstrap=n_bootstrap, seed=seed))
+    for retrain in linked:
+        add(f"Rank fidelity against compute ({retrain})",
+            lambda retrain=retrain: retrain_fidelity(storage, retrain,
+                                                     n_bootstrap=n_bootstrap, seed=seed))
+    add("Zero-cost proxies vs search reward",
+        lambda: proxy_correlation(frame, n_bootstrap=n_bootstrap, seed=seed))
     if not linked:
         skipped.append(("Search vs retrained reward",
                         f"no retrain study has user attr retrain_of = {study_name!r}"))

@@ -40,6 +40,8 @@ _NUMERIC = (
     "params_generated", "macs", "latency_ms", "peak_memory_mb", "output_stride",
     "cost_penalty", "downsampling", "duration_s",
 )
+#: Prefix of the zero-cost proxy user attrs, copied to columns of the same name.
+PROXY_PREFIX = "proxy_"
 _BASE_COLUMNS = ("study", "sampler", "space", "number", "state", "reward")
 _STRIDE_PARAM = re.compile(r"^block_\d+_stride$")
 
@@ -58,6 +60,8 @@ def trials_frame(storage: StorageLike, study_names: Sequence[str]) -> pd.DataFra
       names none);
     * the user attrs of :data:`TRIAL_COLUMNS` (``rejected`` holds the budget violation of
       a trial rejected before training, ``fail_reason`` why a trial failed);
+    * ``proxy_<name>``: each zero-cost proxy the trial stored (NaN where non-finite), and
+      ``proxy_seconds``;
     * ``feasible``: all Optuna constraints <= 0 (missing when the trial has none);
     * ``downsampling``: ``2 ** (number of block_*_stride params equal to 2)``, the
       template paper's downsampling factor (missing in spaces without such params);
@@ -83,6 +87,7 @@ def trials_frame(storage: StorageLike, study_names: Sequence[str]) -> pd.DataFra
     rows = []
     metric_columns: list[str] = []
     param_columns: list[str] = []
+    proxy_columns: list[str] = []
     for name in study_names:
         study = optuna.load_study(study_name=name, storage=storage)
         metrics = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
@@ -98,11 +103,16 @@ def trials_frame(storage: StorageLike, study_names: Sequence[str]) -> pd.DataFra
             for key in trial.params:
                 if f"param_{key}" not in param_columns:
                     param_columns.append(f"param_{key}")
+            for key in row:
+                if key.startswith(PROXY_PREFIX) and key not in proxy_columns:
+                    proxy_columns.append(key)
             rows.append(row)
-    columns = [*_BASE_COLUMNS, *metric_columns, *TRIAL_COLUMNS, "feasible", "downsampling",
-               "duration_s", "datetime_start", "datetime_complete", *param_columns]
+    proxy_columns.sort()
+    columns = [*_BASE_COLUMNS, *metric_columns, *TRIAL_COLUMNS, *proxy_columns, "feasible",
+               "downsampling", "duration_s", "datetime_start", "datetime_complete",
+               *param_columns]
     frame = pd.DataFrame(rows, columns=columns)
-    for column in (*_NUMERIC, *metric_columns):
+    for column in (*_NUMERIC, *metric_columns, *proxy_columns):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     frame["number"] = frame["number"].astype(int)
     for column in ("datetime_start", "datetime_complete"):
@@ -141,6 +151,9 @@ def _trial_row(trial: optuna.trial.FrozenTrial, metrics: Sequence[str]) -> dict[
     for index, metric in enumerate(metrics):
         row[f"value_{metric}"] = trial.values[index] if trial.values else None
     row.update({key: attrs.get(key) for key in TRIAL_COLUMNS})
+    # Zero-cost proxies (``proxy_<name>``, None where non-finite) and their seconds.
+    row.update({key: (np.nan if value is None else float(value))
+                for key, value in attrs.items() if key.startswith(PROXY_PREFIX)})
     constraints = trial.constraints
     row["feasible"] = all(v <= 0.0 for v in constraints.values()) if constraints else None
     strides = [value for key, value in trial.params.items() if _STRIDE_PARAM.match(key)]

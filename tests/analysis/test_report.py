@@ -22,6 +22,7 @@ _SEARCH_TITLES = [
     "Reward per op (used in the network)",
     "Stage-1 vs stage-2 reward",
     "Search vs retrained reward (controller-retrain)",
+    "Rank fidelity against compute (controller-retrain)",
 ]
 
 
@@ -54,7 +55,7 @@ def test_cli_writes_every_figure_self_contained(storage: str, tmp_path: Path, ca
     assert "Pareto front" not in _headings(html)
     assert "single objective" in html  # listed under "Not shown"
     out = capsys.readouterr().out
-    assert out.startswith(f"wrote {path}") and "9 figures" in out
+    assert out.startswith(f"wrote {path}") and "10 figures" in out
 
 
 def test_pareto_study_report(storage: str, tmp_path: Path) -> None:
