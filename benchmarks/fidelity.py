@@ -34,7 +34,8 @@ a proxy pre-screen. Correlations are reported pooled over both spaces and per sp
 
 Usage::
 
-    python benchmarks/fidelity.py run [--archs 16] [--hours 2.5] [--only template]
+    python benchmarks/fidelity.py run [--archs 16] [--hours 2.5] [--only template] \\
+        [--pause-file PATH]
     python benchmarks/fidelity.py report --markdown docs/benchmarks_fidelity.md \\
         --json docs/benchmarks_fidelity.json --figure docs/img/fidelity.html
 """
@@ -333,8 +334,11 @@ def plan(entries: Sequence[_Space], archs: int) -> Iterator[tuple[_Space, int, R
 
 def run(results: Path, archs: int, spaces: Sequence[str], hours: float | None,
         cache_dir: Path, configs: Mapping[str, str] = CONFIGS,
-        log: Callable[[str], None] = print) -> int:
+        log: Callable[[str], None] = print, pause: Path | None = None) -> int:
     """Runs the missing evaluations; returns how many it ran.
+
+    Between two evaluations the run waits while the file ``pause`` exists, so that a
+    timing is never taken while other work shares the cores on purpose.
 
     Raises:
         SystemExit: A stored line's architecture now builds with another size.
@@ -352,6 +356,10 @@ def run(results: Path, archs: int, spaces: Sequence[str], hours: float | None,
         if deadline is not None and time.monotonic() > deadline:
             log(f"[fidelity] time limit reached after {count} evaluations; run again to go on")
             break
+        if pause is not None and pause.exists():
+            log(f"[fidelity] paused while {pause} exists")
+            while pause.exists():  # other work needs the cores; timings stay clean
+                time.sleep(2.0)
         record = evaluate(entry, index, rung, seed)
         sizes = {r["params_generated"] for k, r in done.items()
                  if k[:3] == key[:3] and "params_generated" in r}
@@ -408,14 +416,19 @@ def top_precision(score: Sequence[float], reference: Sequence[float],
 
 
 def summarise(records: Sequence[Mapping[str, Any]], *, reference: str = "reference",
-              search_rung: str = "search", n_bootstrap: int = 2000,
-              seed: int = 0) -> dict[str, Any]:
-    """The report's figures (see the module docstring) as one JSON-ready dict."""
+              search_rung: str = "search", n_bootstrap: int = 2000, seed: int = 0,
+              reference_seeds: int = 2) -> dict[str, Any]:
+    """The report's figures (see the module docstring) as one JSON-ready dict.
+
+    A reference is the mean of an architecture's first ``reference_seeds`` seeds; an
+    architecture with fewer is left out of the correlations.
+    """
     from analysis import InsufficientData, rank_correlation, seed_noise
 
     table = _table(records)
-    refs = {name: {k: float(np.mean(c["scores"])) for k, c in table.get(name, {}).items()
-                   if len(c["scores"]) >= 2}
+    refs = {name: {k: float(np.mean(c["scores"][:reference_seeds]))
+                   for k, c in table.get(name, {}).items()
+                   if len(c["scores"]) >= reference_seeds}
             for name in (reference, "reference_search_opt")}
     search = table.get(search_rung, {})
     noise: dict[str, Any] = {}
@@ -451,7 +464,8 @@ def summarise(records: Sequence[Mapping[str, Any]], *, reference: str = "referen
         ["params", "macs", *_proxy_names(), "s1_1", "s1_3", "half_resolution", "half_images",
          "search", "s1_6_s2_2", "reference_search_opt", "reference"])}
     rows.sort(key=lambda r: (order.get(r["name"], 99), r["name"]))
-    return {"search_rung": search_rung, "reference": reference, "noise": noise,
+    return {"search_rung": search_rung, "reference": reference,
+            "reference_seeds": reference_seeds, "noise": noise,
             "rungs": rows, "prescreen": _prescreen(table, refs.get(reference, {})),
             "pruners": _pruners(table, refs.get(reference, {}), search_rung)}
 
@@ -632,7 +646,8 @@ def markdown(summary: Mapping[str, Any], machine: str, command: str) -> str:
                   f"| Spearman seed 0 vs seed 1 (95% CI) | {noise['seed_spearman']:.3f} "
                   f"({noise['seed_spearman_low']:.3f} to {noise['seed_spearman_high']:.3f}) |",
                   ""]
-    lines += ["### Rungs against the reference (retrain schedule, 2 seeds averaged)", "",
+    lines += [f"### Rungs against the reference (retrain schedule, "
+              f"{summary['reference_seeds']} seed(s) averaged)", "",
               "| rung | s / arch | x search | pairs | Spearman (95% CI) | Kendall | top-25% | "
               "template | auxcell | vs search-opt ref |",
               "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
@@ -686,6 +701,22 @@ def figure(summary: Mapping[str, Any]) -> Any:
     return fig
 
 
+_BEGIN, _END = "<!-- fidelity:begin -->", "<!-- fidelity:end -->"
+
+
+def _write_between_markers(path: Path, text: str) -> None:
+    """Replaces what stands between the markers of ``path`` (the doc's hand-written text
+    around the generated tables stays); a file without them gets the tables alone."""
+    block = f"{_BEGIN}\n{text}{_END}\n"
+    old = path.read_text() if path.exists() else ""
+    if _BEGIN in old and _END in old:
+        head, rest = old.split(_BEGIN, 1)
+        tail = rest.split(_END, 1)[1].lstrip("\n")
+        path.write_text(head + block + tail)
+    else:
+        path.write_text(block)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -702,6 +733,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     help="architectures per space")
     sub.choices["run"].add_argument("--hours", type=float, help="stop after this long")
     sub.choices["run"].add_argument("--threads", type=int, default=2)
+    sub.choices["run"].add_argument("--pause-file", type=Path,
+                                    help="wait between evaluations while this file exists")
     for name in ("run", "report"):
         sub.choices[name].add_argument("--quick", action="store_true",
                                        help="smoke test: 2-epoch references")
@@ -709,6 +742,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("--markdown", type=Path)
     report.add_argument("--json", type=Path)
     report.add_argument("--figure", type=Path, help="plotly figure (HTML)")
+    report.add_argument("--reference-seeds", type=int, default=2,
+                        help="seeds averaged into the reference (1 for a partial run)")
     args = parser.parse_args(argv)
     if args.quick:
         global REFERENCE_EPOCHS, REFERENCE_SEARCH_FACTOR
@@ -725,20 +760,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.archs < 4:
             parser.error("--archs must be >= 4")
         torch.set_num_threads(args.threads)
-        run(args.results, args.archs, spaces, args.hours, args.cache_dir, configs)
+        run(args.results, args.archs, spaces, args.hours, args.cache_dir, configs,
+            pause=args.pause_file)
         return 0
     records = current_records(read_results(args.results), spaces, args.cache_dir, configs)
     if not records:
         print(f"fidelity: no results of the current task in {args.results}", file=sys.stderr)
         return 1
-    summary = summarise(records)
+    summary = summarise(records, reference_seeds=args.reference_seeds)
     machines = sorted({r.get("machine", "?") for r in records})
     summary["machine"] = f"{', '.join(machines)}, 2 cores"
     command = "python benchmarks/fidelity.py run && python benchmarks/fidelity.py report"
     text = markdown(summary, summary["machine"], command)
     print(text)
     if args.markdown:
-        args.markdown.write_text(text)
+        _write_between_markers(args.markdown, text)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2, default=float) + "\n")
     if args.figure:

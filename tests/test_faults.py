@@ -282,7 +282,7 @@ def test_study_stored_with_other_directions_or_metrics(existing: Existing, capsy
     ({"sampler": {"n_startup_trials": 3}}, [],
      "sampler 'random' has no option 'n_startup_trials'; accepted: none"),
     ({"pruner": {"name": "asha"}}, [], "unknown pruner 'asha'; choose one of: "),
-    ({}, ["--pruner", "hyperband"], "unknown pruner 'hyperband'"),
+    ({}, ["--pruner", "asha"], "unknown pruner 'asha'"),
     ({"pruner": {"name": "median", "warmup": 1}}, [], "pruner 'median' has no option 'warmup'"),
     ({"study": {"nam": "x"}}, [], "unknown key 'nam' in [study]"),
     ({"train": {"epochs": 3}}, [], "unknown key 'epochs' in [train]"),

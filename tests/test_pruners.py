@@ -254,3 +254,26 @@ def test_multi_rung_pruners_need_several_validations(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="stage1_validations must be between 1 and"):
         parse_config(raw)
     assert not (tmp_path / "study.db").exists()
+
+
+@pytest.mark.slow
+def test_the_shipped_successive_halving_config_validates_inside_stage_1(tmp_path: Path) -> None:
+    """studies/template_successive_halving.toml with tiny data: real training reports
+    steps 1-3 inside stage 1 and 4 after stage 2, and Optuna's pruner acts on them."""
+    from nas_optuna.config import config_to_dict, load_config
+
+    root = Path(__file__).resolve().parents[1]
+    raw = config_to_dict(load_config(root / "studies" / "template_successive_halving.toml"))
+    tiny = tiny_config_dict(tmp_path, study={"n_trials": 4})
+    raw.update(study=tiny["study"], data=tiny["data"], artifacts={"enabled": False},
+               train={**raw["train"], **{k: tiny["train"][k] for k in (
+                   "batch_size", "warmup_epochs", "device", "stem_weights", "cache_dir")}},
+               cost={"measure_latency": False})
+    study = run_search(parse_config(raw))
+    assert isinstance(study.pruner, optuna.pruners.SuccessiveHalvingPruner)
+    for trial in study.trials:
+        steps = sorted(trial.intermediate_values)
+        if trial.state.name == "COMPLETE":
+            assert steps == [1, 2, 3, 4]
+        else:
+            assert trial.state.name == "PRUNED" and steps[-1] in (1, 3)

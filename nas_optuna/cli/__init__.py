@@ -27,6 +27,7 @@ import _thread
 import argparse
 import logging
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
@@ -75,14 +76,16 @@ def interrupt_safe_unraisablehook(previous: Callable[[object], None]
     SIGINT can arrive while Python runs a ``__del__`` or weakref callback (SQLAlchemy's
     registries have them); the KeyboardInterrupt raised there cannot propagate, so Python
     prints "Exception ignored in ..." with a traceback and the interrupt would be lost.
-    This hook re-raises it in the main thread (:func:`_thread.interrupt_main`), where the
-    command's one-line ``interrupted`` handling sees it; every other unraisable exception
-    goes to ``previous``.
+    This hook prints nothing and raises it again in the main thread
+    (:func:`_thread.interrupt_main`) from a short-lived helper thread, a moment later: an
+    interrupt raised while the finaliser (or this hook) still runs would be swallowed
+    the same way. The command's one-line ``interrupted`` handling then sees it; every
+    other unraisable exception goes to ``previous``.
     """
 
     def hook(unraisable: object) -> None:
         if isinstance(getattr(unraisable, "exc_value", None), KeyboardInterrupt):
-            _thread.interrupt_main()
+            threading.Timer(0.05, _thread.interrupt_main).start()
             return
         previous(unraisable)
 

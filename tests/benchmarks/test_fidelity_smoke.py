@@ -118,3 +118,24 @@ def test_a_changed_architecture_size_is_refused(fidelity: ModuleType, ran: dict)
     argv = [a if a != str(ran["results"]) else str(tampered) for a in ran["argv"]]
     with pytest.raises(SystemExit, match="generated parameters"):
         fidelity.main(["run", *argv, "--archs", "4", "--quick", "--threads", "1"])
+
+
+def test_a_run_waits_while_the_pause_file_exists(fidelity: ModuleType, ran: dict) -> None:
+    import threading
+    import time
+
+    results = ran["folder"] / "paused.jsonl"
+    lines = ran["results"].read_text().splitlines()
+    results.write_text("\n".join(lines[:-1]) + "\n")  # one evaluation left to do
+    pause = ran["folder"] / "pause"
+    pause.touch()
+    argv = [a if a != str(ran["results"]) else str(results) for a in ran["argv"]]
+    worker = threading.Thread(target=fidelity.main, args=(
+        ["run", *argv, "--archs", "4", "--quick", "--threads", "1", "--pause-file", str(pause)],))
+    worker.start()
+    time.sleep(3.0)
+    assert len(results.read_text().splitlines()) == len(lines) - 1  # still waiting
+    pause.unlink()
+    worker.join(120)
+    assert not worker.is_alive()
+    assert len(results.read_text().splitlines()) == len(lines)
