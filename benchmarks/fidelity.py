@@ -464,8 +464,15 @@ def summarise(records: Sequence[Mapping[str, Any]], *, reference: str = "referen
         ["params", "macs", *_proxy_names(), "s1_1", "s1_3", "half_resolution", "half_images",
          "search", "s1_6_s2_2", "reference_search_opt", "reference"])}
     rows.sort(key=lambda r: (order.get(r["name"], 99), r["name"]))
+    by_name = {r["name"]: r for r in rows}
+    cheapest = None
+    if "spearman" in by_name.get(search_rung, {}):
+        trained = [r for r in rows if "spearman" in r and not r["name"].startswith("reference")
+                   and r["spearman"] >= by_name[search_rung]["spearman"] - 0.05]
+        cheapest = min(trained, key=lambda r: r["seconds_per_arch"])["name"] if trained else None
     return {"search_rung": search_rung, "reference": reference,
             "reference_seeds": reference_seeds, "noise": noise,
+            "cheapest_within_0.05_of_search": cheapest,
             "rungs": rows, "prescreen": _prescreen(table, refs.get(reference, {})),
             "pruners": _pruners(table, refs.get(reference, {}), search_rung)}
 
@@ -664,6 +671,8 @@ def markdown(summary: Mapping[str, Any], machine: str, command: str) -> str:
             f"{row['kendall']:.3f} | {row['top25_precision']:.2f} | "
             f"{_fmt(row.get('spearman_template'))} | {_fmt(row.get('spearman_auxcell'))} | "
             f"{_fmt(row.get('spearman_vs_search_opt'))} |")
+    lines += ["", f"Cheapest rung whose Spearman is within 0.05 of the search budget's: "
+              f"**{summary.get('cheapest_within_0.05_of_search')}**."]
     for title, key in (("Pre-screens (replayed)", "prescreen"),
                        ("Pruners (replayed)", "pruners")):
         if summary[key]:
