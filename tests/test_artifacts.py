@@ -183,12 +183,18 @@ def _write(store: Any, artifact_id: str, file_path: str) -> None:
         store.write(artifact_id, body)
 
 
+def _upload_diagram(trial: optuna.Trial, folder: Path) -> list[str]:
+    """Stores one trial's architecture diagram alone (no preview, no training)."""
+    space = get_space("template")
+    return upload_trial_artifacts(trial, folder, ArtifactsConfig(masks=0), space=space,
+                                  arch=space.random_architecture(0), outcome="complete")
+
+
 @pytest.mark.parametrize("order", ["metadata first", "file first"])
 def test_a_failed_write_leaves_nothing_whatever_the_upload_order(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: str) -> None:
     monkeypatch.setattr(optuna.artifacts, "upload_artifact", _upload_in_order(order))
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
-    space = get_space("template")
     folder = tmp_path / "artifacts"
     (folder / "earlier").parent.mkdir()
     (folder / "earlier").write_bytes(b"an earlier trial's file")
@@ -199,9 +205,7 @@ def test_a_failed_write_leaves_nothing_whatever_the_upload_order(
 
     monkeypatch.setattr(optuna.artifacts.FileSystemArtifactStore, "write", disk_full)
     trial = study.ask()
-    stored = upload_trial_artifacts(trial, folder, ArtifactsConfig(masks=0), space=space,
-                                    arch=space.random_architecture(0), outcome="complete")
-    assert stored == []
+    assert _upload_diagram(trial, folder) == []
     assert "No space left on device" in trial.user_attrs["artifact_error"]
     frozen = study.get_trials()[0]
     assert optuna.artifacts.get_all_artifact_meta(frozen, storage=study._storage) == []
@@ -215,7 +219,6 @@ def test_a_failed_metadata_write_removes_the_written_file(
     the file goes, so no orphan is left that nothing lists."""
     monkeypatch.setattr(optuna.artifacts, "upload_artifact", _upload_in_order(order))
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
-    space = get_space("template")
     folder = tmp_path / "artifacts"
     trial = study.ask()
     real = type(study._storage).set_trial_system_attr
@@ -226,9 +229,7 @@ def test_a_failed_metadata_write_removes_the_written_file(
         real(self, trial_id, key, value)
 
     monkeypatch.setattr(type(study._storage), "set_trial_system_attr", failing)
-    stored = upload_trial_artifacts(trial, folder, ArtifactsConfig(masks=0), space=space,
-                                    arch=space.random_architecture(0), outcome="complete")
-    assert stored == []
+    assert _upload_diagram(trial, folder) == []
     assert "database is locked" in trial.user_attrs["artifact_error"]
     assert not folder.exists() or list(folder.iterdir()) == []
 
@@ -238,11 +239,8 @@ def test_a_good_upload_records_its_file_whatever_the_order(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: str) -> None:
     monkeypatch.setattr(optuna.artifacts, "upload_artifact", _upload_in_order(order))
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
-    space = get_space("template")
     trial = study.ask()
-    (artifact_id,) = upload_trial_artifacts(
-        trial, tmp_path / "artifacts", ArtifactsConfig(masks=0), space=space,
-        arch=space.random_architecture(0), outcome="complete")
+    (artifact_id,) = _upload_diagram(trial, tmp_path / "artifacts")
     (meta,) = optuna.artifacts.get_all_artifact_meta(study.get_trials()[0],
                                                      storage=study._storage)
     assert meta.artifact_id == artifact_id and meta.filename.endswith("architecture.svg")
