@@ -159,8 +159,10 @@ class SearchObjective:
             if final:
                 return True  # nothing is saved by stopping after the last stage
             if self.stage1_rule is not None:  # multi-objective: Optuna cannot prune
-                earlier = Stage1Rule.earlier_values(trial.study, trial.number, step)
-                return self.stage1_rule.continues(decided, earlier, trial_number=trial.number,
+                earlier = self.stage1_rule.earlier(trial.study, trial.number, step)
+                # MedianPruner compares a trial's best value so far; the others its last.
+                value = max(decided_values) if self.stage1_rule.name == "median" else decided
+                return self.stage1_rule.continues(value, earlier, trial_number=trial.number,
                                                   step=step)
             return not trial.should_prune()
 

@@ -203,8 +203,10 @@ class Stage1Rule:
     ``reward_stage1`` user attr; a stopped trial ends PRUNED, its stage-1 values kept.
 
     Args:
-        name: ``median`` (stop below the median of earlier stage-1 rewards, as
-            MedianPruner), ``running_mean`` (the CVPR 2019 rule) or ``none``.
+        name: ``median`` (stop when the trial's best value so far is below the median of
+            completed trials' values at the step: MedianPruner's semantics, see
+            :meth:`earlier`), ``running_mean`` (the CVPR 2019 rule),
+            ``successive_halving`` or ``none``.
         n_startup_trials: Trials before this many earlier stage-1 rewards exist never stop
             (median default 5, like MedianPruner; running mean default 1).
         seed: Seed of the running-mean draws.
@@ -266,17 +268,32 @@ class Stage1Rule:
             n_startup_trials=self.n_startup_trials, **self.options,  # type: ignore[arg-type]
         )
 
+    def earlier(self, study: optuna.Study, trial_number: int, step: int) -> list[float]:
+        """The values this rule compares a trial's value at ``step`` with.
+
+        ``median`` has :class:`optuna.pruners.MedianPruner`'s semantics: the values of
+        COMPLETE trials only (a stopped trial's low stage-1 value would drag the median
+        down), whichever worker finished them. The other rules take every finished trial
+        before ``trial_number``: the CVPR 2019 running mean is over every stage-1 reward
+        seen, stopped trials' included.
+        """
+        if self.name == "median":
+            return self.earlier_values(study, None, step, states=(TrialState.COMPLETE,))
+        return self.earlier_values(study, trial_number, step)
+
     @staticmethod
-    def earlier_values(study: optuna.Study, trial_number: int, step: int) -> list[float]:
-        """The values finished trials before ``trial_number`` reached at ``step``.
+    def earlier_values(study: optuna.Study, trial_number: int | None, step: int,
+                       states: Sequence[TrialState] = _FINISHED) -> list[float]:
+        """The values trials in ``states`` before ``trial_number`` reached at ``step``.
 
         Read from their ``validation_values`` user attr (what the rule itself saw:
         penalised when the study has a cost penalty); trials stored before that attr
-        existed give their ``reward_stage1`` at step 1.
+        existed give their ``reward_stage1`` at step 1. ``trial_number=None`` takes every
+        such trial, whatever its number.
         """
         values = []
-        for t in study.get_trials(deepcopy=False, states=_FINISHED):
-            if t.number >= trial_number:
+        for t in study.get_trials(deepcopy=False, states=tuple(states)):
+            if trial_number is not None and t.number >= trial_number:
                 continue
             stored = t.user_attrs.get(VALIDATION_VALUES_ATTR)
             if isinstance(stored, list):

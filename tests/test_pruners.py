@@ -88,6 +88,51 @@ def test_median_stage1_rule_agrees_with_optunas_median_pruner() -> None:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
 
+def test_multi_objective_median_rule_has_median_pruners_semantics(
+        tmp_path: Path, monkeypatch) -> None:
+    """A multi-objective study's ``median`` rule and MedianPruner in a single-objective
+    study decide alike on the same stream, pruned trials included: the median is over
+    COMPLETE trials' values at the step, and a trial's best value so far is compared."""
+    from nas_optuna import objective as objective_module
+
+    # Trials 2-4 stop with low values. Counting them (the old rule) would pull step 1's
+    # median below trial 5's 0.40 and stop it at step 2 instead; trial 7 drops below
+    # step 2's median (0.70) with its last value but not with its best.
+    rewards = [[0.50, 0.60], [0.60, 0.70], [0.10, 0.12], [0.12, 0.10], [0.11, 0.09],
+               [0.40, 0.38], [0.56, 0.75], [0.70, 0.55], [0.30, 0.20], [0.62, 0.66]]
+
+    def outcomes(study: optuna.Study) -> list[tuple[str, int]]:
+        """Each trial's state and the last step it reported (its validations)."""
+        return [(t.state.name, len(t.user_attrs.get("validation_values", t.intermediate_values)))
+                for t in study.trials]
+
+    expected = optuna.create_study(direction="maximize",
+                                   pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+    for values in rewards:
+        trial = expected.ask()
+        for step, value in enumerate(values, start=1):
+            trial.report(value, step=step)
+            if trial.should_prune():
+                expected.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            expected.tell(trial, values[-1] + 0.01)
+    # The stream tests what it should: trial 5 stops at step 1, trial 7 completes.
+    assert outcomes(expected)[5] == ("PRUNED", 1)
+    assert outcomes(expected)[7] == ("COMPLETE", 2)
+    assert [state for state, _ in outcomes(expected)].count("PRUNED") == 5
+
+    monkeypatch.setattr(objective_module, "train_architecture", rung_trainer(rewards))
+    raw = tiny_config_dict(
+        tmp_path, study={"n_trials": len(rewards), "directions": ["maximize", "minimize"],
+                         "metrics": ["reward", "macs"]},
+        train={"stage1_epochs": 2, "stage1_validations": 2},
+        pruner={"name": "median", "n_startup_trials": 2})
+    found = run_search(parse_config(raw))
+    # Completed trials reported stage 2 too (step 3); compare the stage-1 steps.
+    assert [(state, min(step, 2)) for state, step in outcomes(found)] == outcomes(expected)
+
+
 def test_multi_objective_study_stops_trials_at_stage_one(tmp_path: Path, monkeypatch) -> None:
     from nas_optuna import objective as objective_module
 
