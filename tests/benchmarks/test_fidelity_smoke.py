@@ -75,6 +75,7 @@ def test_every_planned_evaluation_is_stored_once_and_a_rerun_does_nothing(
         by_rung.setdefault(rung, set()).add((index, seed))
     assert by_rung["search"] == {(i, s) for i in range(4) for s in (0, 1, 2)}
     assert by_rung["reference"] == {(i, s) for i in range(4) for s in (0, 1)}
+    assert by_rung["reference_long"] == {(i, s) for i in range(4) for s in (0, 1)}
     for rung in ("params", "macs", "s1_1", "half_images", "half_resolution"):
         assert by_rung[rung] == {(i, 0) for i in range(4)}
     search = [r for r in records if r["rung"] == "search"]
@@ -93,15 +94,32 @@ def test_the_report_recomputes_its_figures_from_the_stored_lines(
         found = {r["index"]: r["score"] for r in records if r["rung"] == rung and r["seed"] == seed}
         return [found[i] for i in range(4)]
 
-    reference = np.mean([scores("reference", 0), scores("reference", 1)], axis=0)
-    row = next(r for r in summary["rungs"] if r["name"] == "s1_1")
-    assert row["n_pairs"] == 4
-    assert row["spearman"] == pytest.approx(
+    # The default reference is the longer retrain schedule, two seeds averaged.
+    assert summary["reference"] == "reference_long"
+    reference = np.mean([scores("reference_long", 0), scores("reference_long", 1)], axis=0)
+    rows = {r["name"]: r for r in summary["rungs"]}
+    assert rows["s1_1"]["n_pairs"] == 4
+    assert rows["s1_1"]["spearman"] == pytest.approx(
         rank_correlation(scores("s1_1", 0), reference).spearman)
+    shorter = np.mean([scores("reference", 0), scores("reference", 1)], axis=0)
+    assert rows["s1_1"]["spearman_vs_reference"] == pytest.approx(
+        rank_correlation(scores("s1_1", 0), shorter).spearman)
+    # Two search seeds averaged: the mean score, at the two evaluations' seconds.
+    two = np.mean([scores("search", 0), scores("search", 1)], axis=0)
+    assert rows["search_2seeds"]["spearman"] == pytest.approx(
+        rank_correlation(two, reference).spearman)
     expected = seed_noise(np.array([scores("search", s) for s in (0, 1, 2)]).T)
     assert summary["noise"]["icc1"] == pytest.approx(expected.icc1)
     assert summary["noise"]["within_std"] == pytest.approx(expected.within_std)
+    assert summary["noise"]["by_space"]["template"]["icc1"] == pytest.approx(expected.icc1)
+    assert rows["search"]["icc1_seeds"] == pytest.approx(expected.icc1)
     assert summary["search_rung"] == "search"
+    # Each target's verdict follows from the figures beside it.
+    verdicts = {t["target"]: t["met"] for t in summary["targets"]}
+    assert verdicts["ICC(1) >= 0.9 at the search budget"] == (expected.icc1 >= 0.9)
+    search = rows["search"]
+    assert verdicts["Spearman above the parameter-count baseline's by >= 0.1"] == (
+        search["spearman"] >= rows["params"]["spearman"] + 0.1)
     assert "Spearman" in ran["outputs"]["markdown"].read_text()
     assert "plotly" in ran["outputs"]["figure"].read_text()
 
