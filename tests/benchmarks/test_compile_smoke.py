@@ -29,11 +29,11 @@ def test_compile_benchmark_times_both_workloads_and_reports_break_even(
     assert (tmp_path / "compile.md").read_text() == report
     rows = [line for line in report.splitlines() if line.startswith("| auxcell | 0 |")]
     assert [row.split(" | ")[2] for row in rows] == ["stage 1", "stage 2"]
-    # The quickstart's budget: 216 meta-train images, batch 16, 3 + 1 epochs.
+    # The quickstart's budget: 216 meta-train images, batch 16, 6 + 0 epochs.
     assert compile_benchmark.budget_steps(REPO / "studies" / "quickstart.toml") == {
-        "stage 1": 3 * 14, "stage 2": 1 * 13}
+        "stage 1": 6 * 14, "stage 2": 0}
     assert compile_benchmark.PAPER_STEPS == {"stage 1": 420, "stage 2": 415}
-    assert "| stage 1 |" in report and "| 42 | 420 |" in report
+    assert "| stage 1 |" in report and "| 84 | 420 |" in report
 
 
 def test_break_even_is_never_when_compiled_steps_are_not_faster(
