@@ -303,6 +303,9 @@ def benchmark_raw(args: argparse.Namespace, device: torch.device, cache_dir: Pat
     train = raw.setdefault("train", {})
     if args.epochs is not None:
         train["stage1_epochs"], train["stage2_epochs"] = args.epochs
+        # Fewer stage-1 epochs than the config validates after: validate at the end only.
+        if train.get("stage1_validations", 1) > max(train["stage1_epochs"], 1):
+            train["stage1_validations"] = 1
     if args.batch_size is not None:
         train["batch_size"] = args.batch_size
     train["device"] = str(device)

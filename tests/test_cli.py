@@ -277,6 +277,7 @@ def test_every_space_is_searchable_with_tpe_random_and_ppo(
 def test_a_ctrl_c_inside_a_finaliser_reaches_the_main_thread_silently(capsys) -> None:
     """SIGINT during a weakref callback (seen in SQLAlchemy's registries) must neither
     print "Exception ignored in ..." nor be lost: it is raised again in the main thread."""
+    import signal
     import time
 
     from nas_optuna.cli import interrupt_safe_unraisablehook
@@ -291,10 +292,16 @@ def test_a_ctrl_c_inside_a_finaliser_reaches_the_main_thread_silently(capsys) ->
         err_msg = None
         object = None
 
-    with pytest.raises(KeyboardInterrupt):
-        hook(Unraisable())
-        for _ in range(200):  # the interrupt arrives at the next bytecode boundary
-            time.sleep(0.01)
+    # Python's own SIGINT handler, as in a fresh process: another test in this worker may
+    # have left the search's graceful-stop handler installed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            hook(Unraisable())
+            for _ in range(500):  # the interrupt arrives at the next bytecode boundary
+                time.sleep(0.01)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     other = type("Other", (), {"exc_value": ValueError("x")})()
     hook(other)
     assert passed_on == [other]  # anything else goes to the previous hook
