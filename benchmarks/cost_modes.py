@@ -125,7 +125,8 @@ def main() -> None:
     lines = [
         "# Cost modes side by side (`benchmarks/cost_modes.py`)",
         "",
-        f"Template space (search profile), quickstart data, the pre-calibration budget (3 + 1 epochs), "
+        f"Template space (search profile), quickstart data, the pre-calibration budget "
+        f"(3 + 1 epochs), "
         f"{args.trials} trials per study, seed 0; cost = generated parameters, budget "
         f"{BUDGET:,}. Hypervolume in (reward, params / budget) against reference (0, 2).",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
