@@ -174,3 +174,33 @@ def test_the_shipped_template_default_is_the_rung_the_report_names(fidelity: Mod
                                   stage1_validations=shipped.train.stage1_validations)
     assert trained == shipped.train
     assert (base.space, base.data) == (shipped.space, shipped.data)
+
+
+def test_a_default_of_one_rung_per_space_is_ranked_as_one_row(fidelity: ModuleType) -> None:
+    """``--search-rung template=a --search-rung auxcell=b``: the "default" row takes each
+    space's architectures from its own rung, and the targets judge that row."""
+    from analysis import rank_correlation
+
+    rng = np.random.default_rng(0)
+    reference = {(space, i): float(rng.uniform()) for space in ("template", "auxcell")
+                 for i in range(6)}
+    records = []
+    for (space, index), value in reference.items():
+        for seed in (0, 1):
+            records.append({"space": space, "index": index, "rung": "reference_long",
+                            "seed": seed, "score": value, "seconds": 10.0})
+        for rung, noise in (("a", 0.05), ("b", 0.5)):
+            records.append({"space": space, "index": index, "rung": rung, "seed": 0,
+                            "score": value + float(rng.normal(0, noise)), "seconds": 1.0})
+    summary = fidelity.summarise(records, search_rung={"template": "a", "auxcell": "b"},
+                                 n_bootstrap=200)
+    rows = {r["name"]: r for r in summary["rungs"]}
+    assert summary["search_rung"] == "default" and rows["default"]["n_pairs"] == 12
+    by_key = {(r["space"], r["index"]): r["score"] for r in records
+              if (r["rung"], r["space"]) in {("a", "template"), ("b", "auxcell")}}
+    keys = sorted(reference)
+    assert rows["default"]["spearman"] == pytest.approx(rank_correlation(
+        [by_key[k] for k in keys], [reference[k] for k in keys]).spearman)
+    assert rows["default"]["spearman_template"] == pytest.approx(rows["a"]["spearman_template"])
+    assert rows["default"]["spearman_auxcell"] == pytest.approx(rows["b"]["spearman_auxcell"])
+    assert any(t["target"].endswith("(template)") for t in summary["targets"])
