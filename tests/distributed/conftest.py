@@ -5,7 +5,8 @@ session on ``postgresql://postgres@127.0.0.1:5432`` when that server answers; ot
 tests skip, saying how to enable them, unless ``NAS_OPTUNA_REQUIRE_POSTGRES=1`` (CI), which
 turns the skip into a failure. Redis (``NAS_OPTUNA_TEST_REDIS_URL``, default
 ``redis://127.0.0.1:6379/0``) and MySQL/MariaDB (``NAS_OPTUNA_TEST_MYSQL_URL``, default a
-fresh database on ``mysql+pymysql://root@127.0.0.1:3306``) skip when absent.
+fresh database on ``mysql+pymysql://root@127.0.0.1:3306``) skip when absent, unless
+``NAS_OPTUNA_REQUIRE_REDIS=1`` / ``NAS_OPTUNA_REQUIRE_MYSQL=1`` (CI sets both).
 
 Workers are ``python -m tests.distributed._worker CONFIG``: the real ``nas-optuna search``
 with a fake trainer whose stages sleep ``stage_s`` seconds.
@@ -23,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import optuna
 import pytest
@@ -36,6 +37,14 @@ from tests.conftest import tiny_config_dict
 REPO = Path(__file__).resolve().parents[2]
 _ENABLE = ("set NAS_OPTUNA_TEST_POSTGRES_URL=postgresql://USER[:PASSWORD]@HOST:PORT/DB "
            "(a database the tests may create tables in) to run them")
+
+
+def unavailable(service: str, message: str) -> NoReturn:
+    """Skips the test, or fails it when ``NAS_OPTUNA_REQUIRE_<SERVICE>=1`` (CI)."""
+    flag = f"NAS_OPTUNA_REQUIRE_{service.upper()}"
+    if os.environ.get(flag) == "1":
+        pytest.fail(f"{flag}=1 but {message}")
+    pytest.skip(f"{service} not available ({message})")
 
 
 def _terminal_sigint() -> None:
@@ -246,13 +255,13 @@ def redis_url() -> Iterator[str]:
     try:
         import redis
     except ImportError:
-        pytest.skip("redis (Python package) not installed")
+        unavailable("redis", "the redis package is not installed")
     base = os.environ.get("NAS_OPTUNA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     client = redis.Redis.from_url(base, socket_connect_timeout=3)
     try:
         client.ping()
     except Exception as error:  # noqa: BLE001
-        pytest.skip(f"Redis not available at {base} ({error}); set NAS_OPTUNA_TEST_REDIS_URL")
+        unavailable("redis", f"no server at {base} ({error}); set NAS_OPTUNA_TEST_REDIS_URL")
     prefix = f"nas-optuna-test-{uuid.uuid4().hex[:8]}"
     yield f"{base}?prefix={prefix}"
     for key in client.scan_iter(f"{prefix}:*"):
@@ -265,7 +274,7 @@ def mysql_url() -> Iterator[str]:
     try:
         import pymysql
     except ImportError:
-        pytest.skip("PyMySQL not installed (pip install PyMySQL)")
+        unavailable("mysql", "PyMySQL is not installed (pip install PyMySQL)")
     url = os.environ.get("NAS_OPTUNA_TEST_MYSQL_URL")
     if url:
         yield url
@@ -274,7 +283,7 @@ def mysql_url() -> Iterator[str]:
         admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="",
                                 connect_timeout=3, autocommit=True)
     except Exception as error:  # noqa: BLE001
-        pytest.skip(f"MySQL/MariaDB not available on 127.0.0.1:3306 ({error}); "
+        unavailable("mysql", f"no MySQL/MariaDB on 127.0.0.1:3306 ({error}); "
                     "set NAS_OPTUNA_TEST_MYSQL_URL=mysql+pymysql://USER:PASSWORD@HOST/DB")
     name = f"nas_optuna_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     with admin.cursor() as cursor:
