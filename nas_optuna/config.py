@@ -54,6 +54,7 @@ __all__ = [
     "TrainConfig",
     "COST_METRICS",
     "OBJECTIVE_METRICS",
+    "check_device",
     "config_to_dict",
     "load_config",
     "parse_config",
@@ -70,6 +71,9 @@ OBJECTIVE_METRICS = {
     "peak_memory_mb": "minimize",
     "penalised_reward": "maximize",
 }
+
+#: Smallest side of ``[cost] input_size``: every space's deepest feature has stride 32.
+MIN_INPUT_SIDE = 32
 
 #: Measured costs that budgets and penalties may name (all measured before training).
 COST_METRICS = ("params_total", "params_generated", "macs", "latency_ms", "peak_memory_mb")
@@ -150,7 +154,8 @@ class TrainConfig:
         flip_views: Also cache horizontally flipped stem features for stage 1.
         cache_dir: Folder of the stem-feature cache (default: next to a SQLite storage,
             else ``~/.cache/nas-optuna``).
-        max_grad_norm: Gradient-norm clipping of the trained network (None: off).
+        max_grad_norm: Gradient-norm clipping of the trained network: a norm > 0, or
+            ``"off"`` in TOML (``None`` here) for no clipping.
         auxiliary_weight: Loss weight of each auxiliary head (CVPR 2019: 0.15).
         distill_weight: Weight of the distillation loss when a ``[teacher]`` is set
             (CVPR 2019: 0.3 x MSE between raw logits).
@@ -361,7 +366,10 @@ def parse_config(raw: Mapping[str, Any], source: str | None = None) -> StudyConf
     )
     if not 0.0 < data.val_fraction < 1.0:
         raise ConfigError(f"[data] val_fraction must be in (0, 1), got {data.val_fraction}{where}")
-    train = _dataclass_from(TrainConfig, raw.get("train", {}), "train", where)
+    train_raw = dict(raw.get("train", {}))
+    if train_raw.get("max_grad_norm") == "off":  # TOML has no null: the explicit off value
+        train_raw["max_grad_norm"] = None
+    train = _dataclass_from(TrainConfig, train_raw, "train", where)
     _check_train(train, where)
     sampler = _named(raw.get("sampler", {}), "sampler", where, default="tpe")
     pruner = _named(raw.get("pruner", {}), "pruner", where, default="median")
@@ -407,6 +415,16 @@ def _check_artifacts(artifacts: ArtifactsConfig, where: str) -> None:
 
 
 def _check_cost(cost: CostConfig, study: StudySection, where: str) -> None:
+    if cost.latency_repeats < 1:
+        raise ConfigError(f"[cost] latency_repeats must be >= 1, got {cost.latency_repeats}"
+                          f"{where}")
+    if cost.latency_warmup < 0:
+        raise ConfigError(f"[cost] latency_warmup must be >= 0, got {cost.latency_warmup}"
+                          f"{where}")
+    if cost.input_size is not None and min(cost.input_size) < MIN_INPUT_SIDE:
+        raise ConfigError(f"[cost] input_size must be at least {MIN_INPUT_SIDE} pixels a side "
+                          f"(networks downsample by up to 32), got {list(cost.input_size)}"
+                          f"{where}")
     if not isinstance(cost.budget, Mapping) or not isinstance(cost.penalty, Mapping):
         raise ConfigError(f"[cost] budget and penalty must be tables{where}")
     for metric, limit in cost.budget.items():
@@ -509,6 +527,9 @@ def _check_train(train: TrainConfig, where: str) -> None:
         raise ConfigError(f"[train] learning rates must be > 0{where}")
     if len(train.polyak_decay) != 2 or not all(0.0 <= d < 1.0 for d in train.polyak_decay):
         raise ConfigError(f"[train] polyak_decay must be two values in [0, 1){where}")
+    if train.max_grad_norm is not None and not train.max_grad_norm > 0:
+        raise ConfigError(f"[train] max_grad_norm must be > 0 (or \"off\" for no clipping), "
+                          f"got {train.max_grad_norm:g}{where}")
     if train.stem_optimizer not in ("adam", "sgd"):
         raise ConfigError(f"[train] stem_optimizer must be 'adam' or 'sgd'{where}")
     if train.auxiliary_weight < 0 or train.distill_weight < 0:
@@ -524,6 +545,33 @@ def _check_train(train: TrainConfig, where: str) -> None:
         raise ConfigError(
             f"[train] device must be auto, cpu, cuda or cuda:N, got {device!r}{where}"
         )
+
+
+def check_device(device: str, what: str = "[train] device") -> str:
+    """``device`` if it names a device this machine has; else a one-line ConfigError.
+
+    Args:
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        what: Where the value came from, for the message (e.g. ``--device``).
+
+    Example:
+        >>> check_device("cpu")
+        'cpu'
+    """
+    if not (device in ("auto", "cpu", "cuda")
+            or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ConfigError(f"{what} must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what} is {device!r}, but CUDA is not available here; "
+                              f"use cpu or auto")
+        index = int(device[5:]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"{what} is {device!r}, but this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def _named(table: Mapping[str, Any], section: str, where: str, *, default: str) -> NamedConfig:

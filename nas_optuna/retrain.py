@@ -95,7 +95,7 @@ from typing import Any
 import optuna
 import torch
 
-from nas_optuna.config import StudyConfig, load_config, parse_config
+from nas_optuna.config import StudyConfig, check_device, load_config, parse_config
 from nas_optuna.exceptions import ConfigError, TrialFailed
 from nas_optuna.storage import load_study, open_storage
 from nas_optuna.study import prepare_data
@@ -260,13 +260,10 @@ def study_config(study: optuna.Study, storage: str, device: str | None = None) -
                           f"(no stored config)")
     config = config.replace(study=dataclasses.replace(config.study, storage=storage))
     if device is not None:
-        if not (device in ("auto", "cpu", "cuda")
-                or (device.startswith("cuda:") and device[5:].isdigit())):
-            raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
-        config = config.replace(train=dataclasses.replace(config.train, device=device))
-    if config.train.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {config.train.device!r} asked for, but CUDA is not "
-                          f"available here; pass --device cpu")
+        config = config.replace(train=dataclasses.replace(
+            config.train, device=check_device(device, "--device")))
+    else:
+        check_device(config.train.device, "the search's [train] device (pass --device cpu)")
     return config
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nas_optuna.config import load_config, parse_config
+from nas_optuna.config import config_to_dict, load_config, parse_config
 from nas_optuna.exceptions import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +61,13 @@ def test_unknown_data_keys_are_forwarded_to_the_dataset() -> None:
         ({"data": {"val_fraction": 1.5}}, "val_fraction"),
         ({"space": {"name": 3}}, "name must be a string"),
         ({"study": 3}, "[study] must be a table"),
+        ({"cost": {"latency_repeats": 0}}, "latency_repeats must be >= 1, got 0"),
+        ({"cost": {"latency_warmup": -1}}, "latency_warmup must be >= 0, got -1"),
+        ({"cost": {"input_size": [0, 96]}}, "input_size must be at least 32 pixels"),
+        ({"cost": {"input_size": [16, 16]}}, "input_size must be at least 32 pixels"),
+        ({"train": {"max_grad_norm": 0}}, "max_grad_norm must be > 0 (or \"off\""),
+        ({"train": {"max_grad_norm": -1.0}}, "max_grad_norm must be > 0"),
+        ({"train": {"max_grad_norm": "none"}}, "max_grad_norm must be a float"),
     ],
 )
 def test_bad_values_raise_one_line_config_errors(raw: dict, message: str) -> None:
@@ -77,3 +84,10 @@ def test_malformed_toml_and_missing_file(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_max_grad_norm_off_turns_clipping_off_and_round_trips() -> None:
+    assert parse_config({"train": {"max_grad_norm": "off"}}).train.max_grad_norm is None
+    assert parse_config({}).train.max_grad_norm == 10.0
+    config = parse_config({"train": {"max_grad_norm": "off"}})
+    assert parse_config(config_to_dict(config)).train.max_grad_norm is None

@@ -293,16 +293,54 @@ def test_study_stored_with_other_directions_or_metrics(existing: Existing, capsy
     ({"search": {"n_trials": 3}}, [], "unknown table [search]"),
     ({}, ["--n-trials", "0"], "--n-trials must be >= 1, got 0"),
     ({}, ["--n-workers", "0"], "--n-workers must be >= 1, got 0"),
+    ({}, ["--timeout", "0"], "--timeout must be > 0 seconds, got 0"),
+    ({}, ["--timeout", "-5"], "--timeout must be > 0 seconds, got -5"),
+    ({}, ["--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ({"train": {"max_grad_norm": 0}}, [], "[train] max_grad_norm must be > 0"),
+    ({"cost": {"latency_repeats": 0}}, [], "[cost] latency_repeats must be >= 1"),
+    ({"cost": {"input_size": [8, 8]}}, [], "[cost] input_size must be at least 32 pixels"),
 ], ids=["space", "space-option", "space-profile", "sampler", "sampler-flag", "sampler-option",
         "option-of-optionless-sampler", "pruner", "pruner-flag", "pruner-option", "study-key",
         "train-key", "dataset-option", "dataset", "cost-metric", "metric", "table",
-        "n-trials-flag", "n-workers-flag"])
+        "n-trials-flag", "n-workers-flag", "timeout-zero", "timeout-negative", "device-name",
+        "grad-norm-zero", "latency-repeats", "cost-input-size"])
 def test_config_naming_what_does_not_exist(existing: Existing, capsys, sections: dict,
                                            argv: list[str], message: str) -> None:
     if sections.get("data", {}).get("name"):
         sections["data"] = {**existing.raw["data"], **sections["data"]}
     fails(capsys, ["search", str(existing.write(**sections)), *argv], message)
     existing.unchanged()
+
+
+@pytest.mark.parametrize(("sections", "argv"), [
+    ({}, ["--device", "cuda"]), ({}, ["--device", "cuda:1"]), ({"train": {"device": "cuda"}}, []),
+], ids=["flag", "flag-index", "config"])
+def test_cuda_asked_for_on_a_machine_without_it(existing: Existing, capsys, monkeypatch,
+                                                sections: dict, argv: list[str]) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    fails(capsys, ["search", str(existing.write(**sections)), *argv],
+          "but CUDA is not available here")
+    existing.unchanged()
+
+
+def test_a_sampler_flag_says_which_config_options_it_drops(existing: Existing, capsys) -> None:
+    from nas_optuna.cli import _search
+
+    config = existing.write(sampler={"name": "tpe", "n_startup_trials": 3})
+    args = _search_args(["search", str(config), "--sampler", "random"])
+    overridden = _search._apply_overrides(_search.load_config(config), args)
+    assert overridden.sampler.name == "random" and not overridden.sampler.options
+    err = capsys.readouterr().err
+    assert "--sampler random replaces [sampler] 'tpe'; its options (n_startup_trials) are " \
+           "not used" in err
+
+
+def _search_args(argv: list[str]):
+    from nas_optuna.cli import _common, _search
+
+    parser = _common.Parser()
+    _search.add_arguments(parser)
+    return parser.parse_args(argv[1:])
 
 
 def test_malformed_config_file(existing: Existing, capsys) -> None:

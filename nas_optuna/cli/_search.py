@@ -19,7 +19,7 @@ from typing import Any
 
 import optuna
 
-from nas_optuna.config import StudyConfig, load_config
+from nas_optuna.config import StudyConfig, check_device, load_config
 from nas_optuna.exceptions import ConfigError
 
 NAME = "search"
@@ -130,6 +130,8 @@ def _apply_overrides(config: StudyConfig, args: argparse.Namespace) -> StudyConf
             changes[key] = value
     if args.n_trials is not None and args.n_trials < 1:
         raise ConfigError(f"--n-trials must be >= 1, got {args.n_trials}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
     config = config.replace(study=dataclasses.replace(study, **changes))
     n_workers = getattr(args, "n_workers", 1)
     if n_workers < 1:
@@ -140,12 +142,20 @@ def _apply_overrides(config: StudyConfig, args: argparse.Namespace) -> StudyConf
         if is_in_memory(config.study.storage):
             raise ConfigError(f"--n-workers {n_workers} needs a storage other processes can "
                               f"open; {config.study.storage} lives inside one process")
-    if args.sampler is not None and args.sampler != config.sampler.name:
-        config = config.replace(sampler=NamedConfig(args.sampler, {}))
-    if args.pruner is not None and args.pruner != config.pruner.name:
-        config = config.replace(pruner=NamedConfig(args.pruner, {}))
+    for flag, section in (("sampler", "sampler"), ("pruner", "pruner")):
+        name = getattr(args, flag)
+        configured = getattr(config, section)
+        if name is not None and name != configured.name:
+            if configured.options:  # options belong to the configured class, not this one
+                print(f"nas-optuna: note: --{flag} {name} replaces [{section}] "
+                      f"{configured.name!r}; its options ({', '.join(sorted(configured.options))})"
+                      f" are not used", file=sys.stderr)
+            config = config.replace(**{section: NamedConfig(name, {})})
     if args.device is not None:
-        config = config.replace(train=dataclasses.replace(config.train, device=args.device))
+        config = config.replace(train=dataclasses.replace(
+            config.train, device=check_device(args.device, "--device")))
+    else:
+        check_device(config.train.device)
     return config
 
 
