@@ -54,6 +54,7 @@ __all__ = [
     "TrainConfig",
     "COST_METRICS",
     "OBJECTIVE_METRICS",
+    "changed_config_keys",
     "check_device",
     "config_to_dict",
     "load_config",
@@ -319,6 +320,52 @@ def config_to_dict(config: StudyConfig) -> dict[str, Any]:
             table.update(table.pop("options"))
         raw[field.name] = table
     return raw
+
+
+#: Config keys whose change does not change what a trial's reward means: where the study
+#: lives and how long it runs, which sampler and pruner choose the trials, where work runs,
+#: what is stored beside each trial. Anything else changes rewards (space, data, training
+#: budget, costs, pre-screen) and a study that holds trials refuses it on resume.
+HARMLESS_CONFIG_KEYS = frozenset({
+    "study.name", "study.storage", "study.n_trials", "study.timeout", "study.seed",
+    "study.heartbeat_interval", "study.grace_period", "study.max_retry", "train.device",
+    "train.cache_dir", "proxies.names", "proxies.batch_size",
+})
+HARMLESS_CONFIG_SECTIONS = frozenset({"sampler", "pruner", "artifacts"})
+
+
+def changed_config_keys(stored: Mapping[str, Any], config: StudyConfig) -> list[str]:
+    """``section.key`` of every reward-affecting value ``config`` changes against ``stored``.
+
+    Args:
+        stored: A config as :func:`config_to_dict` wrote it (a study's ``config`` user
+            attr). Keys it lacks (written by an older nas-optuna) count as unchanged.
+        config: The config a run resumes the study with.
+
+    Example:
+        >>> base = parse_config({"train": {"stage1_epochs": 3}})
+        >>> changed_config_keys(config_to_dict(base), parse_config({"train": {
+        ...     "stage1_epochs": 6}, "study": {"n_trials": 40}}))
+        ['train.stage1_epochs']
+    """
+    import json
+
+    new = json.loads(json.dumps(config_to_dict(config), default=str))
+    old = json.loads(json.dumps(stored, default=str))
+    changed = []
+    for section in sorted(set(new) | set(old)):
+        if section in HARMLESS_CONFIG_SECTIONS:
+            continue
+        before, after = old.get(section), new.get(section)
+        if before is None or after is None:
+            if section == "teacher":  # a distillation teacher added or removed
+                changed.append(section)
+            continue  # a section an older nas-optuna did not write
+        for key in sorted(set(before) & set(after)):
+            name = f"{section}.{key}"
+            if name not in HARMLESS_CONFIG_KEYS and before[key] != after[key]:
+                changed.append(name)
+    return changed
 
 
 def load_config(path: str | Path) -> StudyConfig:

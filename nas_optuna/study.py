@@ -31,7 +31,7 @@ import optuna
 import torch
 
 from nas_optuna.artifacts import record_artifact_dir
-from nas_optuna.config import StudyConfig, config_to_dict
+from nas_optuna.config import StudyConfig, changed_config_keys, config_to_dict
 from nas_optuna.data import build_dataset
 from nas_optuna.exceptions import ConfigError, NasOptunaError
 from nas_optuna.objective import SearchObjective
@@ -218,13 +218,18 @@ def _set_metric_names(study: optuna.Study, metrics: Sequence[str]) -> None:
 
 
 def run_search(config: StudyConfig, *, callbacks: Sequence[Callable] = (),
-               on_ready: Callable[[optuna.Study, SearchSpace], None] | None = None) -> optuna.Study:
+               on_ready: Callable[[optuna.Study, SearchSpace], None] | None = None,
+               allow_config_change: bool = False) -> optuna.Study:
     """Runs (or resumes) the search a config describes.
 
     Args:
         config: A validated study config.
         callbacks: Extra ``study.optimize`` callbacks (e.g. progress printing).
         on_ready: Called with the study and space once the study exists, before trials.
+        allow_config_change: Resume a study that holds trials even when the config
+            changes values that affect rewards (:func:`~nas_optuna.config.changed_config_keys`);
+            the changed keys are appended to the study's ``config_changes`` user attr.
+            Off: such a resume raises ConfigError before anything is written.
 
     Returns:
         The Optuna study.
@@ -254,6 +259,7 @@ def run_search(config: StudyConfig, *, callbacks: Sequence[Callable] = (),
     lock = functools.partial(study_lock, section.storage, section.name)
     try:
         study = create_study(config, sampler=sampler, pruner=pruner)
+        _check_resumed_config(study, config, allow_config_change)
         _record_study_attrs(study, config, space, source.describe(), data.stem_weights)
         index = claim_worker_index(study, lock)
     except NasOptunaError:
@@ -331,6 +337,25 @@ def _teacher(config: StudyConfig, num_classes: int,
         arch = space.from_params(section.params)
     teacher, teacher_id = load_teacher(space, arch, num_classes, section.checkpoint)
     return teacher.to(device), teacher_id
+
+
+def _check_resumed_config(study: optuna.Study, config: StudyConfig,
+                          allow_config_change: bool) -> None:
+    """Refuses to resume a study that holds trials with a config that changes rewards."""
+    stored = study.user_attrs.get("config")
+    if not isinstance(stored, dict) or not study.get_trials(deepcopy=False):
+        return
+    changed = changed_config_keys(stored, config)
+    if not changed:
+        return
+    if not allow_config_change:
+        raise ConfigError(
+            f"study {config.study.name!r} holds trials run with another config: "
+            f"{', '.join(changed)} differ, so their rewards would not compare; use a new "
+            f"--study-name, or --allow-config-change to resume anyway")
+    history = list(study.user_attrs.get("config_changes", []))
+    history.append({"keys": changed, "trials_before": len(study.get_trials(deepcopy=False))})
+    study.set_user_attr("config_changes", history)
 
 
 def _record_study_attrs(study: optuna.Study, config: StudyConfig, space: SearchSpace,

@@ -269,6 +269,40 @@ def test_study_stored_with_other_directions_or_metrics(existing: Existing, capsy
     existing.unchanged()
 
 
+@pytest.mark.parametrize(("sections", "keys"), [
+    ({"train": {"stage1_epochs": 2}}, "train.stage1_epochs"),
+    ({"data": {"num_images": 30}}, "data.num_images"),
+    ({"space": {"profile": "final"}}, "space.profile"),
+    ({"train": {"batch_size": 4}, "cost": {"budget": {"params_generated": 10**6}}},
+     "cost.budget, train.batch_size"),
+], ids=["epochs", "dataset", "profile", "two-keys"])
+def test_resuming_with_a_reward_changing_config_is_refused(existing: Existing, capsys,
+                                                           sections: dict, keys: str) -> None:
+    if "data" in sections:
+        sections["data"] = {**existing.raw["data"], **sections["data"]}
+    fails(capsys, ["search", str(existing.write(**sections)), "--n-trials", "3"],
+          f"study 'tiny' holds trials run with another config: {keys} differ",
+          "--allow-config-change")
+    existing.unchanged()
+
+
+def test_harmless_changes_resume_and_the_flag_records_a_forced_change(
+        existing: Existing, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(objective_module, "train_architecture", fake_trainer([0.3]))
+    harmless = existing.write(sampler={"name": "tpe"}, artifacts={"masks": 0},
+                              study={"n_trials": 3})
+    assert main(["search", str(harmless), "--quiet"]) == 0
+    study = optuna.load_study(study_name="tiny", storage=existing.storage)
+    assert len(study.trials) == 3 and "config_changes" not in study.user_attrs
+    changed = existing.write(train={"stage1_epochs": 2}, study={"n_trials": 4})
+    assert main(["search", str(changed), "--quiet", "--allow-config-change"]) == 0
+    study = optuna.load_study(study_name="tiny", storage=existing.storage)
+    assert len(study.trials) == 4
+    assert study.user_attrs["config_changes"] == [{"keys": ["train.stage1_epochs"],
+                                                   "trials_before": 3}]
+    assert study.user_attrs["config"]["train"]["stage1_epochs"] == 2
+
+
 # --- 4. a config naming something that does not exist -------------------------------------
 @pytest.mark.parametrize(("sections", "argv", "message"), [
     ({"space": {"name": "nasnet"}}, [], "unknown search space 'nasnet'; choose one of: "),

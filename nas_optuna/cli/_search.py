@@ -37,6 +37,10 @@ def add_arguments(search: argparse.ArgumentParser) -> None:
     search.add_argument("--seed", type=int, help="seed of the sampler and trials")
     search.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     search.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+    search.add_argument("--allow-config-change", action="store_true",
+                        help="resume a study that holds trials although the config changes "
+                        "what its rewards mean (space, data, training, costs); the changed "
+                        "keys are recorded in the study's config_changes attr")
     search.add_argument("--n-workers", type=int, default=1, metavar="K",
                         help="run K worker processes on this machine (default 1); more "
                         "machines: start the same command there with the same --storage")
@@ -82,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         )
 
     try:
-        study = run_search(config, callbacks=[progress], on_ready=on_ready)
+        study = run_search(config, callbacks=[progress], on_ready=on_ready,
+                           allow_config_change=getattr(args, "allow_config_change", False))
     except BaseException:
         for workers in children:  # Ctrl-C or an error here: stop the children too
             workers.interrupt()
@@ -110,6 +115,8 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
             argv += [flag, str(value)]
     if args.quiet:
         argv.append("--quiet")
+    if getattr(args, "allow_config_change", False):
+        argv.append("--allow-config-change")
     return argv
 
 
