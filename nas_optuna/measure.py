@@ -6,6 +6,7 @@ report the same quantities under the same names (the user-attr keys of the desig
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -19,7 +20,8 @@ __all__ = ["measure_network"]
 
 def measure_network(network: StemDecoderNetwork, input_size: tuple[int, int], *,
                     device: torch.device | str = "cpu", latency: bool = False,
-                    latency_warmup: int = 3, latency_repeats: int = 10) -> dict[str, Any]:
+                    latency_warmup: int = 3, latency_repeats: int = 10,
+                    until: Callable[[Mapping[str, Any]], bool] | None = None) -> dict[str, Any]:
     """Parameters, MACs, output stride and optionally latency of ``network``.
 
     Args:
@@ -29,6 +31,9 @@ def measure_network(network: StemDecoderNetwork, input_size: tuple[int, int], *,
         latency: Measure latency (batch 1, eval mode, median and IQR).
         latency_warmup: Untimed forwards before timing.
         latency_repeats: Timed forwards.
+        until: Called with the record after each group of costs, cheapest first (sizes
+            and output stride; MACs; peak memory; latency); when it returns True the
+            dearer groups are not measured (a budget already rejects the network).
 
     Returns:
         ``params_total``, ``params_generated`` (decoder only; training-only auxiliary
@@ -51,11 +56,16 @@ def measure_network(network: StemDecoderNetwork, input_size: tuple[int, int], *,
     record: dict[str, Any] = {
         "params_total": count_parameters(network) - auxiliary,
         "params_generated": count_parameters(network.decoder) - auxiliary,
-        "macs": count_macs(network, probe),
         "output_stride": int(stride),
-        "peak_memory_mb": measure_peak_memory(network, input_size) / 2**20,
     }
-    if latency:
+    stop = until or (lambda _: False)
+    if stop(record):
+        return record
+    record["macs"] = count_macs(network, probe)
+    if stop(record):
+        return record
+    record["peak_memory_mb"] = measure_peak_memory(network, input_size) / 2**20
+    if latency and not stop(record):
         result = measure_latency(network, input_size, device=device, warmup=latency_warmup,
                                  repeats=latency_repeats)
         record["latency_ms"] = result.median_ms

@@ -13,7 +13,10 @@ Costs enter the search three ways (``[cost]``, see :class:`~nas_optuna.config.Co
 * **budget** — one Optuna constraint per budget on every trial (``cost - limit``), which
   TPE, NSGA-II and GP honour; an architecture over budget is *rejected before training*:
   it completes at once with quality 0 (``rejected`` user attr says why), so the sampler
-  learns the region is infeasible and no compute is spent;
+  learns the region is infeasible and no compute is spent. Costs are measured cheapest
+  first (sizes, MACs, peak memory, latency) and measuring stops at the first group that
+  breaks a budget once the objectives' own costs are known: a parameter budget rejects
+  from the parameter count alone, before anything is timed;
 * **penalty** — the objective ``penalised_reward = reward - weight * cost / reference``
   (CAS); the stage-1 decision uses the penalised value too;
 * **Pareto** — several objectives, e.g. ``reward`` and ``latency_ms``.
@@ -58,7 +61,7 @@ import optuna
 import torch
 
 from nas_optuna.artifacts import upload_trial_artifacts
-from nas_optuna.config import StudyConfig
+from nas_optuna.config import COST_METRICS, StudyConfig
 from nas_optuna.exceptions import TrialFailed
 from nas_optuna.measure import measure_network
 from nas_optuna.proxies import PROXY_ATTR_PREFIX, search_proxies
@@ -211,10 +214,17 @@ class SearchObjective:
         """
         if genotype not in self._measured:
             cost = self.config.cost
+            needed = {*self.config.study.metrics, cost.penalty.get("metric")} & set(COST_METRICS)
+
+            def rejected(record: Mapping[str, Any]) -> bool:
+                """Cheapest first: stop once a budget rejects and the objective has its costs."""
+                return needed <= set(record) and bool(self._violations(record))
+
             self._measured[genotype] = measure_network(
                 network, self.cost_input_size, device=self.device,
                 latency=cost.measure_latency, latency_warmup=cost.latency_warmup,
                 latency_repeats=cost.latency_repeats,
+                until=rejected if cost.budget else None,
             )
         return dict(self._measured[genotype])
 
@@ -261,15 +271,22 @@ class SearchObjective:
         return float(penalty["weight"]) * float(costs[penalty["metric"]]) / float(
             penalty["reference"])
 
+    def _violations(self, costs: Mapping[str, Any]) -> list[str]:
+        """The budgets the measured ``costs`` break (unmeasured ones are not judged)."""
+        return [f"{metric} {float(costs[metric]):,.6g} > budget {limit:,.6g}"
+                for metric, limit in self.config.cost.budget.items()
+                if metric in costs and float(costs[metric]) > limit]
+
     def _apply_budget(self, trial: optuna.Trial, costs: Mapping[str, Any]) -> list[str]:
-        """Sets one constraint per budget (feasible when <= 0); returns the violations."""
-        violations = []
+        """Sets one constraint per budget (feasible when <= 0); returns the violations.
+
+        A cost left unmeasured because a cheaper budget already rejected the network gets
+        the constraint 0 (on its limit): the trial is infeasible by the measured one.
+        """
         for metric, limit in self.config.cost.budget.items():
-            value = float(costs[metric])
-            trial.set_constraint(metric, value - float(limit))
-            if value > limit:
-                violations.append(f"{metric} {value:,.6g} > budget {limit:,.6g}")
-        return violations
+            value = float(costs[metric]) - float(limit) if metric in costs else 0.0
+            trial.set_constraint(metric, value)
+        return self._violations(costs)
 
     def _objective(self, values: Mapping[str, Any], penalty: float | None) -> float | list[float]:
         values = dict(values)

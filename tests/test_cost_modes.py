@@ -51,6 +51,36 @@ def test_budget_rejects_architectures_before_training(tmp_path: Path, monkeypatc
     assert study.best_trial.constraints["params_generated"] <= 0
 
 
+@pytest.mark.parametrize("pareto", [False, True], ids=["reward", "reward-latency"])
+def test_a_parameter_budget_rejects_before_anything_is_timed(tmp_path: Path, monkeypatch,
+                                                             pareto: bool) -> None:
+    from nas_optuna import measure
+    from nas_optuna import objective as objective_module
+
+    monkeypatch.setattr(objective_module, "train_architecture", fake_trainer([0.5] * 6))
+    timed: list[str] = []
+    for name in ("count_macs", "measure_peak_memory", "measure_latency"):
+        real = getattr(measure, name)
+        monkeypatch.setattr(measure, name, lambda *a, _n=name, _r=real, **k: (
+            timed.append(_n), _r(*a, **k))[1])
+    study = {"n_trials": 4}
+    if pareto:
+        study.update(directions=["maximize", "minimize"], metrics=["reward", "latency_ms"])
+    raw = tiny_config_dict(tmp_path, study=study, cost={"budget": {"params_generated": 1}})
+    trials = run_search(parse_config(raw)).trials
+    assert all("rejected" in t.user_attrs for t in trials)  # 1 parameter: nothing fits
+    for trial in trials:
+        assert trial.constraints == {"params_generated": pytest.approx(
+            trial.user_attrs["params_generated"] - 1)}
+    if pareto:  # the objective needs the latency: it is measured, nothing dearer skipped
+        assert all(t.values[1] == t.user_attrs["latency_ms"] for t in trials)
+        assert timed.count("measure_latency") == 4
+    else:
+        assert timed == []
+        assert all("macs" not in t.user_attrs and "latency_ms" not in t.user_attrs
+                   for t in trials)
+
+
 def test_penalty_scalarises_reward_and_cost(tmp_path: Path, monkeypatch) -> None:
     from nas_optuna import objective as objective_module
 

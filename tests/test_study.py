@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,11 +18,13 @@ from nas_optuna.study import (
     SAMPLERS,
     build_pruner,
     build_sampler,
+    build_stage1_rule,
     run_search,
 )
 from search_spaces import get_space
 from tests.conftest import fake_trainer, tiny_config_dict
 
+ROOT = Path(__file__).resolve().parents[1]
 DESIGN_USER_ATTRS = {
     "params_total", "params_generated", "macs", "latency_ms", "latency_protocol",
     "reward_stage1", "reward_stage2", "miou", "macc", "fwiou", "output_stride", "genotype",
@@ -225,3 +228,55 @@ def test_unknown_sampler_and_pruner_names() -> None:
     assert all(name in str(info.value) for name in SAMPLERS.names())
     with pytest.raises(ConfigError, match="n_warmup"):
         build_pruner("median", {"n_warmup": 1})
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_builds_its_sampler_and_pruner_and_runs_a_trial(
+        path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shipped config's sampler, pruner, space, costs and objective work together.
+
+    Its data and training are swapped for a tiny synthetic set and a stand-in trainer
+    (real training of the quickstart budget is tests/benchmarks/test_fidelity_smoke.py's).
+    """
+    from nas_optuna import objective as objective_module
+    from nas_optuna.config import DataConfig, load_config
+    from nas_optuna.training import TrainResult
+
+    def train(network, data, config, *, reporter, **kwargs):  # noqa: ANN001
+        metrics = {"miou": 0.5, "macc": 0.5, "fwiou": 0.5, "reward": 0.5}
+        result = TrainResult(stage_metrics={1: metrics})
+        if config.stage1_epochs and not reporter(1, metrics):
+            result.stopped_after = 1
+        elif config.stage2_epochs:
+            result.stage_metrics[2] = metrics
+            reporter(2, metrics)
+        return result
+
+    monkeypatch.setattr(objective_module, "train_architecture", train)
+    config = load_config(path)
+    sampler = build_sampler(config.sampler.name, dict(config.sampler.options), 0)
+    if len(config.study.directions) == 1:
+        pruner = build_pruner(config.pruner.name, dict(config.pruner.options), 0,
+                              stage1_step=config.train.stage1_validations)
+    else:
+        pruner = build_stage1_rule(config.pruner.name, dict(config.pruner.options), 0)
+    assert pruner is not None
+    config = config.replace(
+        study=dataclasses.replace(config.study, storage=f"sqlite:///{tmp_path / 's.db'}",
+                                  n_trials=1),
+        data=DataConfig(name="synthetic", options={"num_images": 24, "image_size": [32, 48],
+                                                   "num_classes": 4}),
+        train=dataclasses.replace(config.train, batch_size=8, warmup_epochs=1, device="cpu",
+                                  stem_weights="warmup", cache_dir=str(tmp_path / "cache")),
+        cost=dataclasses.replace(config.cost, latency_repeats=2, latency_warmup=1,
+                                 input_size=None),
+        artifacts=dataclasses.replace(config.artifacts, enabled=False),
+        teacher=None,
+    )
+    study = run_search(config)
+    assert study.sampler.__class__ is sampler.__class__
+    if len(config.study.directions) == 1:
+        assert study.pruner.__class__ is pruner.__class__
+    (trial,) = study.trials
+    assert trial.state.name == "COMPLETE", trial.user_attrs.get("fail_reason")
+    assert len(trial.values) == len(config.study.metrics)

@@ -23,8 +23,9 @@ from tests.analysis.conftest import retrained_reward
 def test_monotone_pair() -> None:
     result = rank_correlation([0.1, 0.3, 0.2, 0.5, 0.4], [1.0, 3.0, 2.0, 9.0, 4.0])
     assert result.spearman == 1.0 and result.kendall == 1.0
-    assert result.spearman_low <= 1.0 <= result.spearman_high
-    assert result.kendall_low <= 1.0 <= result.kendall_high
+    # every bootstrap resample of a monotone pair is monotone: the interval is the point
+    assert result.spearman_low == result.spearman_high == 1.0
+    assert result.kendall_low == result.kendall_high == 1.0
     assert result.spearman_fisher_low == result.spearman_fisher_high == 1.0
 
 
@@ -76,8 +77,8 @@ def test_stage_correlation(frame: pd.DataFrame) -> None:
     table = result.table.set_index("study")
     assert table.loc["controller", "n"] == 20  # completed only: no pruned, rejected, failed
     assert table.loc["controller", "spearman"] == pytest.approx(1.0)
-    assert table.loc["controller", "spearman_low"] <= 1.0 <= table.loc["controller",
-                                                                       "spearman_high"]
+    assert table.loc["controller", "spearman_low"] == table.loc["controller",
+                                                                "spearman_high"] == 1.0
     assert result.stats["study"] == "controller"
 
 
@@ -103,7 +104,7 @@ def test_retrain_correlation(storage: str) -> None:
     assert list(table.index) == ["all", "random", "top"]
     assert list(table["n"]) == [7, 3, 4]
     assert table["spearman"].tolist() == pytest.approx([1.0, 1.0, 1.0])
-    assert table.loc["all", "spearman_low"] <= 1.0 <= table.loc["all", "spearman_high"]
+    assert table.loc["all", "spearman_low"] == table.loc["all", "spearman_high"] == 1.0
     assert result.stats["selection"] == "all"
 
 
