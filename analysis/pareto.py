@@ -7,7 +7,6 @@ rejected trials are infeasible, so neither counts.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -63,8 +62,9 @@ def pareto_front(study: optuna.Study) -> Analysis:
         row.update({key: trial.user_attrs.get(key) for key in attrs})
         rows.append(row)
     table = pd.DataFrame(rows, columns=["number", *[f"value_{n}" for n in names], *attrs])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    from nas_optuna._optuna import experimental_ok  # lazily: analysis imports no nas_optuna
+
+    with experimental_ok():
         figure = optuna.visualization.plot_pareto_front(study, target_names=list(names))
     title = f"Pareto front ({' vs '.join(names)})"
     figure.update_layout(title_text=title)
@@ -127,8 +127,9 @@ def hypervolume_history(study: optuna.Study,
     _check_multi_objective(study)
     point = (default_reference_point(study) if reference_point is None
              else [float(v) for v in reference_point])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    from nas_optuna._optuna import experimental_ok  # lazily: analysis imports no nas_optuna
+
+    with experimental_ok():
         figure = optuna.visualization.plot_hypervolume_history(study, point)
     trace = figure.data[0]
     table = pd.DataFrame({"number": list(trace.x), "hypervolume": list(trace.y)})

@@ -14,7 +14,6 @@ import datetime
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -158,16 +157,10 @@ def write_report(html: str, path: str | os.PathLike[str]) -> Path:
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(f"{target} is a directory")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                             dir=target.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(html)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    from nas_optuna._files import atomic_path  # lazily: analysis imports no nas_optuna
+
+    with atomic_path(target) as temporary:
+        Path(temporary).write_text(html, encoding="utf-8")
     return target
 
 

@@ -27,6 +27,11 @@ Usage::
 
     python benchmarks/surrogate_data.py run [--n-trials 300] [--threads 2]
     python benchmarks/surrogate_data.py export [--csv benchmarks/data/surrogate_template.csv]
+    python benchmarks/surrogate_data.py restore [--storage URL]
+
+``restore`` rebuilds the study from the committed table without training (each row's params
+replayed through the space's suggestions, so the trials have their distributions; value
+and stored attrs as in the table): what ``nas-optuna surrogate fit`` reads.
 """
 
 from __future__ import annotations
@@ -104,6 +109,41 @@ def export(storage: str, path: Path, study_name: str = STUDY_NAME) -> int:
     return len(rows)
 
 
+def restore(csv_path: Path, storage: str, study_name: str = STUDY_NAME,
+            base: Path = BASE_CONFIG) -> optuna.Study:
+    """Rebuilds the data-collection study from its CSV table (no training)."""
+    from search_spaces import get_space
+
+    config = load_config(base)
+    space = get_space(config.space.name, **config.space.options)
+    study = optuna.create_study(study_name=study_name, storage=storage,
+                                direction="maximize")
+    if study.trials:
+        raise SystemExit(f"study {study_name!r} already has trials in {storage}")
+    study.set_metric_names(["reward"])
+    study.set_user_attr("space", space.options())
+    study.set_user_attr("sampler", "random")
+    study.set_user_attr("restored_from", str(csv_path.relative_to(ROOT)
+                                             if csv_path.is_relative_to(ROOT) else csv_path))
+    with csv_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        study.enqueue_trial(json.loads(row["params"]))
+        trial = study.ask()
+        space.suggest(trial)
+        for key in ATTRS:
+            if row.get(key, "") != "":
+                value = row[key]
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    pass
+                trial.set_user_attr(key, value)
+        trial.set_user_attr("source_trial", int(row["number"]))
+        study.tell(trial, float(row["value"]))
+    return study
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -117,7 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     exp = commands.add_parser("export", help="write the compact CSV table")
     exp.add_argument("--storage", default=DEFAULT_STORAGE)
     exp.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    res = commands.add_parser("restore", help="rebuild the study from the CSV table")
+    res.add_argument("--storage", default=DEFAULT_STORAGE)
+    res.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     args = parser.parse_args(argv)
+    if args.command == "restore":
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = restore(args.csv, args.storage)
+        print(f"{len(study.trials)} trials -> {args.storage} ({study.study_name})")
+        return 0
     if args.command == "run":
         torch.set_num_threads(args.threads)
         config = data_config(args.storage, args.n_trials, args.seed, args.config)

@@ -58,10 +58,10 @@ included), one input size and channel count. It is stored as JSON under a cache 
 (default ``~/.cache/nas-optuna/cost-tables``; ``NAS_OPTUNA_COST_TABLES`` overrides it) in
 a file named from a hash of those; a table whose fingerprint is not the current device's
 is never loaded (:class:`CostTableMismatchError`; :func:`open_cost_table` starts a new
-one). Writes are atomic (a temporary file in the same folder, then :func:`os.replace`),
-so a concurrent reader never sees half a file; a save first merges the entries another
-worker may have written meanwhile, so tables filled by parallel workers lose nothing
-but the entries of a save that raced theirs (re-measured on demand).
+one). Writes are atomic (:func:`nas_optuna._files.atomic_path`: a temporary file in the
+same folder, then a rename), so a concurrent reader never sees half a file; a save first
+merges the entries another worker may have written meanwhile, so tables filled by
+parallel workers lose nothing but the entries of a save that raced theirs (re-measured on demand).
 
 Entries missing from the table are measured when an estimate needs them and added, so a
 table fills as a search goes and each unit is measured once. The trace of a network is
@@ -93,7 +93,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -110,6 +109,7 @@ from torch.nn.modules.module import (
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
+from nas_optuna._files import atomic_path
 from nas_optuna.cost import _eval_mode, device_fingerprint, measure_latency
 from nas_optuna.exceptions import NasOptunaError
 
@@ -929,17 +929,8 @@ class CostTable:
                 self._merge(CostTable.load(target))
         target.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=1, sort_keys=False)
-        handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        with atomic_path(target) as temporary:
+            Path(temporary).write_text(text, encoding="utf-8")
         return target
 
     def _merge(self, other: CostTable) -> None:

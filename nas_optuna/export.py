@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from nas_optuna._files import atomic_path
 from nas_optuna.exceptions import ConfigError
 
 __all__ = ["EXPORT_FORMATS", "ONNX_OPSET", "export_model", "inference_network"]
@@ -110,15 +110,8 @@ def export_model(network: nn.Module, path: str | os.PathLike, format: str,
     if not target.parent.is_dir():
         raise ConfigError(f"output folder {str(target.parent)!r} does not exist")
     write = _write_onnx if format == "onnx" else _write_torchscript
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                         suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_path(target) as temporary:
         write(model, example, temporary)
-        os.replace(temporary, target)  # atomic: readers see the old file or the whole new one
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return target
 
 

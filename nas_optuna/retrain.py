@@ -82,12 +82,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 import re
-import tempfile
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -95,6 +92,8 @@ from typing import Any
 import optuna
 import torch
 
+from nas_optuna._files import atomic_path
+from nas_optuna._optuna import set_metric_names
 from nas_optuna.config import StudyConfig, check_device, load_config, parse_config
 from nas_optuna.exceptions import ConfigError, TrialFailed
 from nas_optuna.storage import load_study, open_storage
@@ -351,9 +350,7 @@ def retrain_study(
     if linked is None:
         linked = optuna.create_study(study_name=linked_name, storage=open_storage(storage),
                                      direction="maximize")
-        with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            linked.set_metric_names(["reward"])
+        set_metric_names(linked, ["reward"])
         linked.set_user_attr("retrain_of", study_name)
         linked.set_user_attr("epochs", epochs)
         linked.set_user_attr("schedule", schedule)
@@ -429,14 +426,8 @@ def _save_weights(network: torch.nn.Module, folder: Path, name: str) -> str:
     """Saves ``network``'s state_dict atomically; returns the path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=name, suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         torch.save({k: v.detach().cpu() for k, v in network.state_dict().items()}, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return str(path)
 
 

@@ -42,7 +42,6 @@ import os
 import re
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
+from nas_optuna._optuna import experimental_ok
 from nas_optuna.exceptions import ConfigError
 
 __all__ = [
@@ -160,8 +160,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
                           f"heartbeat_interval ({interval} s)")
     retry = RetryCallback(max_retry) if interval is not None else None
     try:
-        with warnings.catch_warnings():  # heartbeat arguments are "experimental" since 2.x
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with experimental_ok():  # heartbeat arguments are "experimental" since 2.x
             if url.startswith(_JOURNAL):
                 return _journal_file(url, interval, grace_period, retry)
             if url.startswith(_REDIS):
@@ -209,8 +208,7 @@ class RetryCallback(optuna.storages.RetryHeartbeatStaleTrialCallback):
     """
 
     def __init__(self, max_retry: int | None = 3) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with experimental_ok():
             super().__init__(max_retry=max_retry)
         self.max_retry = max_retry
 

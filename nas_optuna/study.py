@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import optuna
 import torch
 
+from nas_optuna._optuna import set_metric_names
 from nas_optuna.artifacts import record_artifact_dir
 from nas_optuna.config import StudyConfig, changed_config_keys, config_to_dict
 from nas_optuna.data import build_dataset
@@ -196,7 +196,7 @@ def create_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | 
             existing = optuna.load_study(study_name=section.name, storage=storage,
                                          sampler=sampler, pruner=pruner)
         else:
-            _set_metric_names(study, section.metrics)
+            set_metric_names(study, section.metrics)
             return study
     if list(existing.directions) != directions:
         have = [d.name.lower() for d in existing.directions]
@@ -207,14 +207,8 @@ def create_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | 
         raise ConfigError(f"study {section.name!r} exists with metrics {stored}, "
                           f"but the config asks for {list(section.metrics)}")
     if stored is None:  # made by `optuna create-study`: name its objectives for the dashboard
-        _set_metric_names(existing, section.metrics)
+        set_metric_names(existing, section.metrics)
     return existing
-
-
-def _set_metric_names(study: optuna.Study, metrics: Sequence[str]) -> None:
-    with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(metrics))
 
 
 def run_search(config: StudyConfig, *, callbacks: Sequence[Callable] = (),

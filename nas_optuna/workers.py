@@ -36,7 +36,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
@@ -44,6 +43,7 @@ import optuna
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
+from nas_optuna._optuna import experimental_ok
 from nas_optuna.exceptions import TrialFailed
 
 __all__ = [
@@ -147,8 +147,7 @@ class WorkerStudy(optuna.Study):
                     self.deadline is not None and time.monotonic() >= self.deadline):
                 raise BudgetReached
             time.sleep(self.poll_interval)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            with experimental_ok():
                 optuna.storages.fail_stale_trials(self)
 
     def _mark_started(self, trial_id: int) -> None:

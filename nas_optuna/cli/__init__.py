@@ -8,6 +8,7 @@ Commands (one module each in this package, each with ``NAME``, ``HELP``,
     spaces    the registered search spaces
     report    one self-contained HTML report of a study (analysis/)
     retrain   longer training of selected architectures into a linked study
+    surrogate fit a surrogate of a study's reward, check it, and search on it
     dashboard optuna-dashboard with the trials' artifacts (localhost by default)
     export    an architecture as ONNX or TorchScript, without auxiliary heads
     storage-proxy  Optuna's gRPC storage proxy, for very many workers
@@ -43,6 +44,7 @@ from nas_optuna.cli import (
     _search,
     _spaces,
     _storage_proxy,
+    _surrogate,
 )
 from nas_optuna.cli._common import PROG, Parser, one_line
 from nas_optuna.exceptions import NasOptunaError
@@ -53,6 +55,7 @@ __all__ = ["main"]
 _COMMANDS: tuple[ModuleType, ...] = (
     _search, _describe, _sample, _spaces, _report, _retrain, _dashboard, _export,
     _storage_proxy,
+    _surrogate,
 )
 
 

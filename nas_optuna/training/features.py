@@ -23,8 +23,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_optuna._files import atomic_path
 from nas_optuna.data import SegmentationDataset, SegmentationSource, build_transforms, meta_split
 from nas_optuna.exceptions import DatasetError
 
@@ -340,11 +339,6 @@ def _write_cache(path: Path | None, data: dict[str, Any]) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(handle)
-    try:
+    # The prefix is what the builder's lock cleans up after a killed writer (above).
+    with atomic_path(path, prefix=path.name) as temporary:
         torch.save(data, temporary)
-        os.replace(temporary, path)  # atomic: readers see the old file or the whole new one
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)

@@ -27,7 +27,7 @@ name = "template"
 profile = "search"
 [data]
 name = "synthetic"
-num_images = 40
+num_images = 16
 image_size = [32, 48]
 num_classes = 4
 [train]
