@@ -133,8 +133,16 @@ def _trials(storage: str | None, csv_path: Path) -> list[dict[str, Any]]:
 
 
 def export(storage: str, path: Path) -> int:
-    """Writes every trial of the ``real_*`` studies as one CSV row; returns the count."""
-    rows = _trials(storage, path)
+    """Writes every trial of the ``real_*`` studies as one CSV row; returns the count.
+
+    Rows of studies the storage does not hold (e.g. an earlier seed's, whose database is
+    gone) are kept from the existing CSV; a study the storage holds replaces its rows.
+    """
+    fresh = _trials(storage, path)
+    held = {row["study"] for row in fresh}
+    kept = ([row for row in _trials(None, path) if row["study"] not in held]
+            if path.is_file() else [])
+    rows = kept + fresh
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as handle:
@@ -144,8 +152,8 @@ def export(storage: str, path: Path) -> int:
         for row in rows:
             writer.writerow({**row, "params": json.dumps(row["params"], sort_keys=True),
                              "value": "" if row["value"] is None else row["value"],
-                             "seconds": ("" if row["seconds"] is None
-                                         else round(row["seconds"], 3))})
+                             "seconds": ("" if row["seconds"] in (None, "")
+                                         else round(float(row["seconds"]), 3))})
     tmp.replace(path)
     return len(rows)
 

@@ -24,7 +24,8 @@ Reported per sampler (medians over seeds unless said):
   and PPO against TPE.
 
 Resumable: one line per (sampler, seed) run appended to
-``benchmarks/data/sampler_runs.jsonl``; ``run`` skips what is there.
+``benchmarks/data/sampler_runs.jsonl``, with the surrogate file's digest; ``run`` skips what
+is there for the same surrogate, and ``report`` reads only the given surrogate's runs.
 
 Usage::
 
@@ -103,7 +104,7 @@ def run_one(surrogate: Any, sampler: str, seed: int, trials: int) -> dict[str, A
                        [round(t.user_attrs["predicted"], 6), t.params])
         if len(top) == TOP_PARAMS:
             break
-    return {"sampler": sampler, "seed": seed, "trials": trials,
+    return {"sampler": sampler, "seed": seed, "trials": trials, "surrogate": surrogate.digest,
             "values": [round(t.value, 6) for t in done],
             "predicted": [round(t.user_attrs["predicted"], 6) for t in done],
             "top": list(top.values()),
@@ -115,7 +116,8 @@ def run(model: Path, samplers: Sequence[str], seeds: int, trials: int, results: 
     """Runs every missing (sampler, seed); appends each run as one line."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     surrogate = load_surrogate(model)
-    done = {(r["sampler"], r["seed"], r["trials"]) for r in _read(results)}
+    done = {(r["sampler"], r["seed"], r["trials"]) for r in _read(results)
+            if r.get("surrogate") == surrogate.digest}
     for seed in range(seeds):
         for sampler in samplers:
             n = (trial_limits or {}).get(sampler, trials)
@@ -347,7 +349,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(args.model, args.samplers, args.seeds, args.trials, args.results, limits)
         return 0
     surrogate = load_surrogate(args.model)
-    records = _read(args.results)
+    everything = _read(args.results)
+    records = [r for r in everything if r.get("surrogate") == surrogate.digest]
+    if not records:
+        print(f"samplers: no runs of {args.model} in {args.results}", file=sys.stderr)
+        return 1
+    if len(records) < len(everything):
+        print(f"samplers: {len(everything) - len(records)} runs of another surrogate "
+              "ignored", file=sys.stderr)
     f_star, _ = best_architecture(surrogate, records)
     summary = summarise(records, f_star)
     info = {"model": surrogate.model, "cv_spearman": surrogate.cv.cv_spearman,

@@ -110,6 +110,22 @@ class SearchSpace(abc.ABC, Generic[ArchT]):
     def describe(self, arch: ArchT) -> str:
         """A readable one-line genotype."""
 
+    def features(self, arch: ArchT) -> dict[str, float]:
+        """Numeric descriptors derived from ``arch`` alone (no network is built).
+
+        A surrogate model (:mod:`nas_optuna.surrogate`) uses them beside the raw params:
+        a property such as the output stride is a complex function of many params that a
+        few hundred trained architectures cannot teach a regressor. The names are fixed
+        per space and options; the default is none.
+
+        Example:
+            >>> from search_spaces import get_space
+            >>> space = get_space("template")
+            >>> space.features(space.random_architecture(seed=0))["output_stride"]
+            4.0
+        """
+        return {}
+
     # --- networks -------------------------------------------------------------------
     @abc.abstractmethod
     def build_stem(self) -> nn.Module:

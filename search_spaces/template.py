@@ -161,6 +161,30 @@ class TemplateArchitecture:
             factor *= block.stride**block.repeats
         return factor
 
+    def reductions(self) -> list[int]:
+        """Nominal reduction (input size / feature size) of every pool entry: the stem's
+        outputs, then each block's output. Strides compound over repeats; a block in the
+        first half aggregates at the smaller resolution (``max`` reduction), a later one
+        at the larger (``min``); pooling-free ops that ignore the stride keep it."""
+        reductions = list(_STEM_REDUCTIONS)
+        first_half = len(self.blocks) // 2
+        for index, block in enumerate(self.blocks):
+            template = self.templates[block.template]
+            s1 = 1 if template.op1 in OPS_IGNORING_STRIDE else block.stride
+            s2 = 1 if template.op2 in OPS_IGNORING_STRIDE else block.stride
+            pick = min if index >= first_half else max
+            r1, r2 = reductions[block.loc1], reductions[block.loc2]
+            for _ in range(block.repeats):
+                r1, r2 = r2, pick(r1 * s1, r2 * s2)
+            reductions.append(r2)
+        return reductions
+
+    def output_stride(self) -> int:
+        """Nominal output stride: the finest of the outputs that feed the head."""
+        reductions = self.reductions()
+        offset = len(_STEM_REDUCTIONS)
+        return min(reductions[b + offset] for b in self.unused_blocks())
+
 
 class _Application(nn.Module):
     """One application of a template: two ops and the aggregation."""
@@ -202,15 +226,11 @@ class TemplateDecoder(nn.Module):
     ) -> None:
         super().__init__()
         channels = list(stem_channels)  # the pool holds the stem outputs as they are
-        # Reductions relative to the input image, tracked to know the output stride
-        # without a forward pass (strides can compound to more than the input size).
-        reductions = list(_STEM_REDUCTIONS)
         first_half = len(arch.blocks) // 2
         blocks = []
         for index, block in enumerate(arch.blocks):
             template = arch.templates[block.template]
             c1, c2 = channels[block.loc1], channels[block.loc2]
-            r1, r2 = reductions[block.loc1], reductions[block.loc2]
             applications = []
             for repeat in range(block.repeats):
                 growth = block.stride if repeat == 0 else 1
@@ -223,19 +243,15 @@ class TemplateDecoder(nn.Module):
                         build_aggregation(template.agg, o1, o2, width, larger=index >= first_half),
                     )
                 )
-                s1 = 1 if template.op1 in OPS_IGNORING_STRIDE else block.stride
-                s2 = 1 if template.op2 in OPS_IGNORING_STRIDE else block.stride
-                pick = min if index >= first_half else max
                 c1, c2 = c2, width
-                r1, r2 = r2, pick(r1 * s1, r2 * s2)
             blocks.append(_Block(block.loc1, block.loc2, applications))
             channels.append(c2)
-            reductions.append(r2)
         self.blocks = nn.ModuleList(blocks)
         offset = len(stem_channels)
         self.head_inputs = [b + offset for b in arch.unused_blocks()]
-        #: Nominal output stride (ignoring the rounding of odd sizes).
-        self.output_stride = min(reductions[i] for i in self.head_inputs)
+        #: Nominal output stride (ignoring the rounding of odd sizes; strides can compound
+        #: to more than the input size, so it is computed, not measured).
+        self.output_stride = arch.output_stride()
         head_channels = sum(channels[i] for i in self.head_inputs)
         self.head = nn.Sequential(
             nn.ReLU(),
@@ -415,6 +431,29 @@ class TemplateSpace(SearchSpace[TemplateArchitecture]):
             for b in arch.blocks
         ]
         return [templates, blocks]
+
+    def features(self, arch: TemplateArchitecture) -> dict[str, float]:
+        """Derived descriptors (see :meth:`SearchSpace.features`): the output stride, the
+        number of template applications, stride-2 blocks, head inputs and blocks reading a
+        stem output, and how often each operation, aggregation and template is applied
+        (counted over repeats)."""
+        features = {
+            "output_stride": float(arch.output_stride()),
+            "applications": float(sum(b.repeats for b in arch.blocks)),
+            "stride2_blocks": float(sum(b.stride == 2 for b in arch.blocks)),
+            "head_inputs": float(len(arch.unused_blocks())),
+            "stem_inputs": float(sum(loc < len(_STEM_REDUCTIONS) for b in arch.blocks
+                                     for loc in (b.loc1, b.loc2))),
+        }
+        features |= {f"applied_{op}": 0.0 for op in OPERATIONS}
+        features |= {f"applied_{agg}": 0.0 for agg in AGGREGATIONS}
+        features |= {f"applied_template_{t}": 0.0 for t in range(len(arch.templates))}
+        for block in arch.blocks:
+            template = arch.templates[block.template]
+            for name in (template.op1, template.op2, template.agg,
+                         f"template_{block.template}"):
+                features[f"applied_{name}"] += block.repeats
+        return features
 
     def describe(self, arch: TemplateArchitecture) -> str:
         templates = " ".join(

@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--models", nargs="+", metavar="NAME",
                      help="candidate models (default: all)")
     fit.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    fit.add_argument("--no-derived", action="store_true",
+                     help="params only, without the space's derived architecture features")
     fit.add_argument("--seed", type=int, default=0, help="seed of folds and models")
     fit.add_argument("--json", action="store_true", help="print the scores as JSON")
 
@@ -81,16 +83,19 @@ def _fit(args: argparse.Namespace) -> int:
         raise ConfigError(f"output folder {str(args.output.parent)!r} does not exist")
     study = load_study(args.storage, args.study_name)
     surrogate = fit_surrogate(study, noise_std=args.noise_std, models=args.models,
-                              folds=args.folds, seed=args.seed)
+                              folds=args.folds, seed=args.seed, derived=not args.no_derived)
     save_surrogate(surrogate, args.output)
     ceiling = surrogate.info.get("noise_ceiling")
     if args.json:
         print(json.dumps({"model": surrogate.model, "output": str(args.output),
                           "trials": surrogate.info["trials"],
                           "noise_std": surrogate.noise_std, "noise_ceiling": ceiling,
+                          "features": len(surrogate.columns),
+                          "derived": list(surrogate.derived),
                           "scores": [s.__dict__ for s in surrogate.scores]}, indent=1))
         return 0
-    print(f"{surrogate.info['trials']} trials, {len(surrogate.encoding.columns)} features, "
+    print(f"{surrogate.info['trials']} trials, {len(surrogate.encoding.columns)} encoded params"
+          f" + {len(surrogate.derived)} derived features, "
           f"{args.folds}-fold cross-validation:")
     for s in surrogate.scores:
         print(f"  {s.model:18s} Spearman {s.cv_spearman:6.3f} "

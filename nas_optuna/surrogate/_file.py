@@ -3,12 +3,12 @@
 A surrogate file is a NumPy ``.npz`` archive read with ``allow_pickle=False``, so loading
 one cannot run code. It holds the fitted model's arrays (``model/<name>``) and one
 ``header`` entry: UTF-8 JSON with ``format`` (:data:`FORMAT`), ``version``, the space,
-the encoding, the model name, the metric, the noise std, the cross-validation scores,
-provenance, the SHA-256 of every array and of the header itself. :func:`load_surrogate`
-refuses, with one line, a file that is not an ``.npz``, has no nas-optuna header, has
-another format version, or whose header or arrays do not match their recorded digests
-(changed after saving). The digests catch accidents and edits, not forgery: anyone can
-recompute them.
+the encoding, the derived features' names, the model name, the metric, the noise std,
+the cross-validation scores, provenance, and the SHA-256 of every array and of the
+header itself. :func:`load_surrogate` refuses, with one line, a file that is not an
+``.npz``, has no nas-optuna header, has another format version, or whose header or
+arrays do not match their recorded digests (changed after saving). The digests catch
+accidents and edits, not forgery: anyone can recompute them.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def save_surrogate(surrogate: Surrogate, path: str | os.PathLike[str]) -> Path:
         "encoding": surrogate.encoding.to_dict(), "model": surrogate.model,
         "metric": surrogate.metric, "noise_std": surrogate.noise_std,
         "scores": [dataclasses.asdict(s) for s in surrogate.scores], "info": surrogate.info,
+        "derived": list(surrogate.derived),
         "digests": {k: _digest(v) for k, v in arrays.items()},
     }
     header["header_digest"] = _header_digest(header)
@@ -108,6 +109,8 @@ def load_surrogate(path: str | os.PathLike[str]) -> Surrogate:
             metric=dict(header["metric"]),
             scores=[CandidateScore(**s) for s in header["scores"]],
             info=dict(header.get("info", {})),
+            derived=tuple(str(n) for n in header.get("derived", [])),
+            digest=str(header["header_digest"]),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ConfigError(f"surrogate file {str(path)!r} has a malformed header: "

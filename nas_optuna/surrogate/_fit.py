@@ -31,6 +31,7 @@ import optuna
 
 from nas_optuna.exceptions import ConfigError
 from nas_optuna.surrogate._encoding import ParamEncoding
+from nas_optuna.surrogate._features import DerivedFeatures
 from nas_optuna.surrogate._models import MODELS, export_model, make_model, predict_arrays
 
 __all__ = ["CandidateScore", "Surrogate", "fit_surrogate", "noise_ceiling"]
@@ -64,6 +65,8 @@ class Surrogate:
         metric: The objective the surrogate predicts (e.g. ``reward``) and its direction.
         scores: Every candidate's cross-validated scores, the chosen one first.
         info: Provenance: source study, number of trials, folds, seed.
+        derived: Names of the space's derived features (:meth:`SearchSpace.features`)
+            appended to the encoded params, in column order (empty: params only).
     """
 
     space: dict[str, Any]
@@ -74,14 +77,34 @@ class Surrogate:
     metric: dict[str, str]
     scores: list[CandidateScore]
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    derived: tuple[str, ...] = ()
+    #: The saved file's header digest (set by :func:`load_surrogate`): which model a
+    #: benchmark's results came from.
+    digest: str | None = dataclasses.field(default=None, compare=False)
+    _derived: DerivedFeatures | None = dataclasses.field(default=None, init=False,
+                                                         repr=False, compare=False)
 
     @property
     def space_name(self) -> str:
         return str(self.space.get("name"))
 
+    @property
+    def columns(self) -> list[str]:
+        """The model's input columns: encoded params, then derived features."""
+        return self.encoding.columns + list(self.derived)
+
+    def features(self, params_list: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The model's input rows for ``params_list``."""
+        x = self.encoding.encode(params_list)
+        if not self.derived:
+            return x
+        if self._derived is None:
+            self._derived = DerivedFeatures(self.space, self.derived)
+        return np.hstack([x, self._derived.matrix(params_list)])
+
     def predict(self, params_list: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """The predicted (noise-free) reward of each params dict."""
-        return predict_arrays(self.model, self.arrays, self.encoding.encode(params_list))
+        return predict_arrays(self.model, self.arrays, self.features(params_list))
 
     @property
     def cv(self) -> CandidateScore:
@@ -141,6 +164,7 @@ def fit_surrogate(
     models: Sequence[str] | None = None,
     folds: int = 5,
     seed: int = 0,
+    derived: bool = True,
 ) -> Surrogate:
     """Fits a surrogate of ``study``'s reward on its COMPLETE trials.
 
@@ -155,6 +179,8 @@ def fit_surrogate(
         models: Candidate names (default: all of ``MODELS``).
         folds: Cross-validation folds.
         seed: Seed of the folds, the models and the bootstrap.
+        derived: Append the space's derived features (:meth:`SearchSpace.features`) to
+            the encoded params (spaces that derive none: params only).
 
     Raises:
         ConfigError: The study has no space, too few usable trials, or an unknown model.
@@ -186,6 +212,12 @@ def fit_surrogate(
     encoding = ParamEncoding.from_trials(trials)
     params_list = [t.params for t in trials]
     x = encoding.encode(params_list)
+    derived_names: tuple[str, ...] = ()
+    if derived:
+        extra = DerivedFeatures.of_space(space, params_list[0])
+        derived_names = extra.names
+        if derived_names:
+            x = np.hstack([x, extra.matrix(params_list)])
     y = np.asarray([t.values[index] for t in trials], dtype=float)
     if noise_std is None:
         noise_std = _repeat_noise(params_list, y)
@@ -209,4 +241,4 @@ def fit_surrogate(
     if noise_std is not None:
         info["noise_ceiling"] = noise_ceiling(y, noise_std, seed=seed)
     return Surrogate(dict(space), encoding, best, arrays, noise_std,
-                     {"name": metric, "direction": direction}, scores, info)
+                     {"name": metric, "direction": direction}, scores, info, derived_names)

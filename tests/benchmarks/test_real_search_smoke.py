@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import optuna
 import pytest
 
 from tests.conftest import tiny_config_dict
@@ -56,6 +57,15 @@ def test_tiny_searches_export_retrain_and_report(real, tmp_path) -> None:
     summary = json.loads(out.read_text())
     assert set(summary["studies"]) == {"real_random_s0", "real_tpe_s0"}
     assert all(m["long"] is not None for g in summary["groups"].values() for m in g)
+    # A later export from a storage without these studies (their database gone) keeps them.
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    study = optuna.create_study(study_name="real_random_s1", storage=other)
+    trial = study.ask()
+    trial.suggest_int("n", 0, 1)
+    study.tell(trial, 0.5)
+    assert real.main(["export", "--storage", other, "--trials-csv", str(trials_csv)]) == 0
+    again = list(csv.DictReader(trials_csv.open()))
+    assert again[:len(rows)] == rows and again[-1]["study"] == "real_random_s1"
 
 
 def test_mann_whitney_and_effect_size(real) -> None:

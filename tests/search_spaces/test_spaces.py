@@ -104,3 +104,11 @@ def test_space_describes_itself(name: str) -> None:
     assert space.summary
     assert {"search", "final"} <= set(space.profiles)
     assert json.loads(json.dumps(space.options()))["name"] == name
+
+
+@pytest.mark.parametrize("name", SPACE_NAMES)
+def test_derived_features_have_fixed_names_and_finite_values(name: str) -> None:
+    space = get_space(name)
+    features = [space.features(space.random_architecture(seed=s)) for s in range(12)]
+    assert all(list(f) == list(features[0]) for f in features)
+    assert all(isinstance(v, float) and math.isfinite(v) for f in features for v in f.values())

@@ -165,3 +165,24 @@ def test_unknown_profile_and_option_are_config_errors() -> None:
         get_space("template", profile="tiny")
     with pytest.raises(ConfigError, match="has no option 'width'"):
         get_space("template", width=3)
+
+
+def test_derived_features_match_the_built_network() -> None:
+    import math as _math
+
+    space = get_space("template")
+    for seed in range(30):
+        arch = space.random_architecture(seed=seed)
+        features = space.features(arch)
+        network = space.build(arch, 5)
+        assert features["output_stride"] == network.decoder.output_stride
+        logits = network.eval()(torch.randn(1, 3, 64, 96))
+        assert logits.shape[-2:] == (_math.ceil(64 / features["output_stride"]),
+                                     _math.ceil(96 / features["output_stride"]))
+        applications = sum(b.repeats for b in arch.blocks)
+        assert features["applications"] == applications
+        ops = sum(v for k, v in features.items() if k.startswith("applied_")
+                  and k.removeprefix("applied_") in OPERATIONS)
+        assert ops == 2 * applications
+        assert features["applied_psum"] + features["applied_cat"] == applications
+        assert features["head_inputs"] == len(arch.unused_blocks())

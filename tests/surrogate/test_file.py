@@ -97,8 +97,11 @@ def test_missing_and_non_archive_files_are_refused(tmp_path, content, message) -
         load_surrogate(path)
 
 
-def test_the_committed_benchmark_surrogate_loads() -> None:
+@pytest.mark.parametrize(("name", "derived"), [("surrogate_template.npz", True),
+                                              ("surrogate_template_params_only.npz", False)])
+def test_the_committed_benchmark_surrogates_load(name: str, derived: bool) -> None:
     surrogate = load_surrogate(Path(__file__).resolve().parents[2] / "benchmarks" / "data"
-                               / "surrogate_template.npz")
+                               / name)
     assert surrogate.space_name == "template" and surrogate.info["trials"] >= 300
     assert surrogate.noise_std == pytest.approx(0.0126)
+    assert ("output_stride" in surrogate.derived) is derived

@@ -77,3 +77,23 @@ def test_unusable_studies_are_refused(make, message: str) -> None:
 def test_unknown_candidate_models_are_refused() -> None:
     with pytest.raises(ConfigError, match="unknown surrogate model 'svm'"):
         fit_surrogate(make_known_study(12), models=["svm"])
+
+
+def test_the_spaces_derived_features_are_columns_unless_turned_off(known_surrogate) -> None:
+    assert "output_stride" in known_surrogate.derived
+    assert known_surrogate.columns[-len(known_surrogate.derived):] == list(
+        known_surrogate.derived)
+    plain = fit_surrogate(make_known_study(12), models=["random_forest"], derived=False)
+    assert plain.derived == () and plain.columns == plain.encoding.columns
+    params = [t.params for t in make_known_study(3, seed=2).trials]
+    assert plain.features(params).shape == (3, len(plain.encoding.columns))
+    assert known_surrogate.features(params).shape == (3, len(known_surrogate.columns))
+
+
+def test_a_feature_the_space_no_longer_derives_is_refused(known_surrogate) -> None:
+    import dataclasses
+
+    renamed = dataclasses.replace(known_surrogate,
+                                  derived=(*known_surrogate.derived[:-1], "vanished"))
+    with pytest.raises(ConfigError, match="no longer derives the feature 'vanished'"):
+        renamed.predict([make_known_study(1, seed=2).trials[0].params])
