@@ -49,6 +49,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from nas_optuna._optuna import set_metric_names  # noqa: E402
 from nas_optuna.config import NamedConfig, StudyConfig, load_config  # noqa: E402
 
 BASE_CONFIG = ROOT / "studies" / "quickstart.toml"
@@ -120,7 +121,7 @@ def restore(csv_path: Path, storage: str, study_name: str = STUDY_NAME,
                                 direction="maximize")
     if study.trials:
         raise SystemExit(f"study {study_name!r} already has trials in {storage}")
-    study.set_metric_names(["reward"])
+    set_metric_names(study, ["reward"])
     study.set_user_attr("space", space.options())
     study.set_user_attr("sampler", "random")
     study.set_user_attr("restored_from", str(csv_path.relative_to(ROOT)
