@@ -36,7 +36,8 @@ def add_arguments(search: argparse.ArgumentParser) -> None:
     search.add_argument("--pruner", help="pruner name (overrides [pruner] name)")
     search.add_argument("--seed", type=int, help="seed of the sampler and trials")
     search.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    search.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+    search.add_argument("--quiet", action="store_true",
+                        help="no progress bar (on a terminal) and no per-trial lines")
     search.add_argument("--allow-config-change", action="store_true",
                         help="resume a study that holds trials although the config changes "
                         "what its rewards mean (space, data, training, costs); the changed "
@@ -47,6 +48,7 @@ def add_arguments(search: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nas_optuna.cli._progress import SearchProgress
     from nas_optuna.objective import trial_record
     from nas_optuna.storage import mask_url
     from nas_optuna.study import run_search
@@ -66,33 +68,34 @@ def run(args: argparse.Namespace) -> int:
             f"stem weights: {study.user_attrs.get('stem_weights')}",
             flush=True,
         )
+        progress.start(budget.counted, config.study.n_trials)
         if args.n_workers > 1:  # the study and the feature cache exist: children load them
             children.append(LocalWorkers(_worker_argv(args), args.n_workers - 1))
 
-    def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if args.quiet:
-            return
+    def line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
         record = trial_record(trial)
         values = ", ".join(f"{v:.4f}" for v in trial.values) if trial.values else "-"
         stage1 = trial.user_attrs.get("reward_stage1")
         detail = f"stage1 {stage1:.4f}" if stage1 is not None else ""
         if record["fail_reason"]:
             detail = f"reason: {record['fail_reason']}"
-        print(
-            f"[{time.monotonic() - started:7.1f}s] trial {trial.number:3d} {trial.state.name:8s} "
-            f"value {values:>8s}  params {record['params_generated'] or 0:>9,}  "
-            f"os {record['output_stride'] or '-'}  {detail}",
-            flush=True,
-        )
+        return (f"[{time.monotonic() - started:7.1f}s] trial {trial.number:3d} "
+                f"{trial.state.name:8s} value {values:>8s}  "
+                f"params {record['params_generated'] or 0:>9,}  "
+                f"os {record['output_stride'] or '-'}  {detail}")
+
+    progress = SearchProgress(line, quiet=args.quiet)
 
     try:
         study = run_search(config, callbacks=[progress], on_ready=on_ready,
                            allow_config_change=getattr(args, "allow_config_change", False))
     except BaseException:
+        progress.close()
         for workers in children:  # Ctrl-C or an error here: stop the children too
             workers.interrupt()
             workers.wait(timeout=120)
         raise
+    progress.close()
     failed = [(i + 1, code) for workers in children
               for i, code in enumerate(workers.wait()) if code != 0]
     _print_best(study)
