@@ -54,12 +54,13 @@ class ParamEncoding:
 
     Example:
         >>> import optuna
+        >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
         >>> study = optuna.create_study()
         >>> for _ in range(3):
         ...     t = study.ask()
         ...     op = t.suggest_categorical("op", ["conv", "pool"])
         ...     n = t.suggest_int("repeats", 1, 4)
-        ...     study.tell(t, 0.0)
+        ...     _ = study.tell(t, 0.0)
         >>> encoding = ParamEncoding.from_trials(study.trials)
         >>> encoding.columns
         ['op=conv', 'op=pool', 'repeats']

@@ -38,6 +38,7 @@ class SurrogateObjective:
         seed: Seed of the noise.
 
     Example:
+        >>> from nas_optuna.surrogate import load_surrogate
         >>> surrogate = load_surrogate("benchmarks/data/surrogate_template.npz")
         >>> study = optuna.create_study(direction="maximize",
         ...                             sampler=optuna.samplers.RandomSampler(seed=0))
