@@ -61,6 +61,7 @@ ROOT = _HERE.parent
 if str(_HERE) not in sys.path:  # the machine helpers live beside this script
     sys.path.insert(0, str(_HERE))
 
+from _docs import write_between_markers  # noqa: E402
 from _machine import cpu_model  # noqa: E402
 
 from nas_optuna.config import StudyConfig, config_to_dict, load_config  # noqa: E402
@@ -878,22 +879,6 @@ def figure(summary: Mapping[str, Any]) -> Any:
     return fig
 
 
-_BEGIN, _END = "<!-- fidelity:begin -->", "<!-- fidelity:end -->"
-
-
-def _write_between_markers(path: Path, text: str) -> None:
-    """Replaces what stands between the markers of ``path`` (the doc's hand-written text
-    around the generated tables stays); a file without them gets the tables alone."""
-    block = f"{_BEGIN}\n{text}{_END}\n"
-    old = path.read_text() if path.exists() else ""
-    if _BEGIN in old and _END in old:
-        head, rest = old.split(_BEGIN, 1)
-        tail = rest.split(_END, 1)[1].lstrip("\n")
-        path.write_text(head + block + tail)
-    else:
-        path.write_text(block)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -967,7 +952,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = markdown(summary, summary["machine"], command)
     print(text)
     if args.markdown:
-        _write_between_markers(args.markdown, text)
+        write_between_markers(args.markdown, text, "fidelity")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2, default=float) + "\n")
     if args.figure:

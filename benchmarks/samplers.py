@@ -54,6 +54,7 @@ for folder in (_HERE, ROOT):
         sys.path.insert(0, str(folder))
 
 import optuna  # noqa: E402
+from _docs import write_between_markers  # noqa: E402
 from _machine import cpu_model  # noqa: E402
 
 from nas_optuna.samplers import PPOSampler  # noqa: E402
@@ -367,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = markdown(summary, info, command, cpu_model()) + _real_markdown(real, summary)
     print(text)
     if args.markdown:
-        args.markdown.write_text(text)
+        write_between_markers(args.markdown, text, "samplers")
     if args.json:
         payload = {"machine": cpu_model(), "surrogate": info, "real": real,
                    **{k: v for k, v in summary.items() if k != "curves"}}
