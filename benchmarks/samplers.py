@@ -282,8 +282,18 @@ def real_summary(real: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
         "random5_long": mean_long(f"real_random_s{seed}:random"),
         "best_search_reward": {name: real["studies"][f"real_{name}_s{seed}"]["best"]
                                for name in samplers},
+        "trials": min(real["studies"][f"real_{name}_s{seed}"]["trials"] for name in samplers),
         "tests": real["tests"], "epochs": real["epochs"],
     }
+
+
+def best_observed_at(records: Sequence[Mapping[str, Any]], trials: int) -> dict[str, float]:
+    """Per sampler, the median over seeds of the best observed (noisy) value among the
+    first ``trials`` trials: what a search of the real search's length would report."""
+    by: dict[str, list[float]] = {}
+    for r in records:
+        by.setdefault(r["sampler"], []).append(max(r["values"][:trials]))
+    return {name: float(np.median(v)) for name, v in by.items()}
 
 
 def _real_markdown(real: Mapping[str, Any] | None, summary: Mapping[str, Any]) -> str:
@@ -295,13 +305,17 @@ def _real_markdown(real: Mapping[str, Any] | None, summary: Mapping[str, Any]) -
     lines = ["", f"Real training (seed 0, reference {real['epochs']} epochs): searched top "
              f"(pooled) vs random 5: one-sided p = {real['p_value']:.3f}, rank-biserial "
              f"effect {real['effect_size']:+.2f}.", "",
-             "| sampler | surrogate: median best prediction | real: best search reward | "
-             "real: top-5 mean after reference training |", "|---|---|---|---|"]
+             f"| sampler | surrogate: median best prediction | surrogate: median best observed "
+             f"in {real['trials']} trials | real: best search reward in {real['trials']} trials | "
+             "real: top-5 mean after reference training |", "|---|---|---|---|---|"]
+    at_length = real.get("surrogate_best_observed_at_real_length", {})
     for name in names:
-        lines.append(f"| {name} | {predicted[name]:.4f} | "
-                     f"{real['best_search_reward'][name]:.4f} | {real['top5_long'][name]:.4f} |")
+        lines.append(f"| {name} | {predicted[name]:.4f} | {at_length.get(name, float('nan')):.4f}"
+                     f" | {real['best_search_reward'][name]:.4f} | "
+                     f"{real['top5_long'][name]:.4f} |")
     lines += ["", f"random 5 after reference training: {real['random5_long']:.4f}.", "",
-              f"Order on the surrogate: {order(predicted)}; by real best search reward: "
+              f"Order on the surrogate: {order(predicted)} (in {real['trials']} trials: "
+              f"{order(at_length) if at_length else '-'}); by real best search reward: "
               f"{order(real['best_search_reward'])}; by top-5 after reference training: "
               f"{order(real['top5_long'])}."]
     return "\n".join(lines) + "\n"
@@ -365,6 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "noise_std": surrogate.noise_std, "trials": surrogate.info.get("trials")}
     command = "python benchmarks/samplers.py " + " ".join(argv or sys.argv[1:])
     real = real_summary(json.loads(args.real.read_text())) if args.real.is_file() else None
+    if real is not None:
+        real["surrogate_best_observed_at_real_length"] = best_observed_at(
+            records, real["trials"])
     text = markdown(summary, info, command, cpu_model()) + _real_markdown(real, summary)
     print(text)
     if args.markdown:

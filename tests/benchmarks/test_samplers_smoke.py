@@ -84,7 +84,8 @@ def test_the_real_confirmation_is_summarised_from_its_report(samplers) -> None:
     real = {"epochs": 32, "groups": {"real_tpe_s0:top": group(0.7, 0.8),
                                      "real_random_s0:top": group(0.6, None),
                                      "real_random_s0:random": group(0.4, 0.5)},
-            "studies": {"real_tpe_s0": {"best": 0.69}, "real_random_s0": {"best": 0.66}},
+            "studies": {"real_tpe_s0": {"best": 0.69, "trials": 80},
+                        "real_random_s0": {"best": 0.66, "trials": 80}},
             "tests": {"searched_s0 (tpe + ppo top, pooled)": {"p_value": 0.04,
                                                              "effect_size": 1.0}}}
     brief = samplers.real_summary(real)
@@ -92,3 +93,8 @@ def test_the_real_confirmation_is_summarised_from_its_report(samplers) -> None:
     assert brief["top5_long"] == pytest.approx({"tpe": 0.75, "random": 0.6})
     assert brief["random5_long"] == pytest.approx(0.45)
     assert brief["best_search_reward"] == {"tpe": 0.69, "random": 0.66}
+    assert brief["trials"] == 80
+    records = [{"sampler": "tpe", "values": [0.1, 0.5, 0.9]},
+               {"sampler": "tpe", "values": [0.3, 0.2, 0.8]},
+               {"sampler": "tpe", "values": [0.7, 0.1, 0.1]}]
+    assert samplers.best_observed_at(records, 2) == {"tpe": 0.5}  # median of 0.5, 0.3, 0.7
