@@ -180,6 +180,12 @@ def _choices(surrogate: Any) -> dict[str, list[Any]]:
 
 
 # --- statistics ---------------------------------------------------------------------------
+def regret_at(record: Mapping[str, Any], f_star: float, trials: int) -> float:
+    """``f*`` minus the prediction of the best *observed* of the first ``trials`` trials."""
+    values = record["values"][:trials]
+    return f_star - float(record["predicted"][int(np.argmax(values))])
+
+
 def summarise(records: Sequence[Mapping[str, Any]], f_star: float) -> dict[str, Any]:
     from scipy.stats import mannwhitneyu
 
@@ -200,7 +206,7 @@ def summarise(records: Sequence[Mapping[str, Any]], f_star: float) -> dict[str, 
             hit = np.nonzero(best >= random_best)[0]
             reach.append(int(hit[0]) + 1 if len(hit) else None)
             last.append(float(values[-100:].mean()))
-            regret.append(f_star - float(predicted[int(np.argmax(values))]))
+            regret.append(regret_at(r, f_star, len(values)))
             best_curves.append(best)
             window = np.convolve(values, np.ones(100) / 100, mode="valid")
             last_curves.append(window)
@@ -218,6 +224,9 @@ def summarise(records: Sequence[Mapping[str, Any]], f_star: float) -> dict[str, 
                      "last100_mean": float(np.mean(last)),
                      "last100_std": float(np.std(last, ddof=1)) if len(last) > 1 else 0.0,
                      "final_regret": float(np.median(regret)),
+                     "regret_at_100": (float(np.median([regret_at(r, f_star, 100)
+                                                        for r in runs]))
+                                       if n >= 100 else None),
                      "final_regret_iqr": [float(q) for q in np.percentile(regret, [25, 75])],
                      "best_predicted": float(np.median([max(r["predicted"]) for r in runs])),
                      "seconds_per_run": float(np.median([r["seconds"] for r in runs]))})
@@ -227,10 +236,14 @@ def summarise(records: Sequence[Mapping[str, Any]], f_star: float) -> dict[str, 
         pairs.append(("ppo", "tpe"))
     for a, b in pairs:
         if b in regrets and len(regrets[a]) >= 3 and len(regrets[b]) >= 3:
-            test = mannwhitneyu(regrets[a], regrets[b], alternative="two-sided")
-            tests.append({"a": a, "b": b, "metric": "final_regret", "u": float(test.statistic),
-                          "p_value": float(test.pvalue), "n_a": len(regrets[a]),
-                          "n_b": len(regrets[b])})
+            # Regrets compared at the shorter run's length (GP runs fewer trials).
+            length = min(by[a][0]["trials"], by[b][0]["trials"])
+            left = [regret_at(r, f_star, length) for r in by[a]]
+            right = [regret_at(r, f_star, length) for r in by[b]]
+            test = mannwhitneyu(left, right, alternative="two-sided")
+            tests.append({"a": a, "b": b, "metric": f"regret_at_{length}", "trials": length,
+                          "u": float(test.statistic), "p_value": float(test.pvalue),
+                          "n_a": len(left), "n_b": len(right)})
     return {"f_star": f_star, "random_best": random_best, "samplers": rows, "tests": tests,
             "curves": curves}
 
@@ -245,19 +258,23 @@ def markdown(summary: Mapping[str, Any], surrogate: Mapping[str, Any], command: 
              f"random search's median {summary['samplers'][0]['trials']}-trial best = "
              f"{summary['random_best']:.4f}.", "",
              "| sampler | seeds x trials | trials to random's best (median) | seeds reaching "
-             "it | mean of last 100 (± std over seeds) | final regret (median, IQR) | "
-             "s per run |", "|---|---|---|---|---|---|---|"]
+             "it | mean of last 100 (± std over seeds) | regret at 100 trials (median) | "
+             "final regret (median, IQR) | s per run |", "|---|---|---|---|---|---|---|---|"]
     for r in summary["samplers"]:
+        at_100 = "-" if r["regret_at_100"] is None else f"{r['regret_at_100']:.4f}"
+        reach = (f"{r['trials_to_random_best']:.0f}" if r["trials"] == summary["samplers"][0][
+            "trials"] else f"{r['trials_to_random_best']:.0f} (of {r['trials']})")
         lines.append(
-            f"| {r['name']} | {r['seeds']} x {r['trials']} | {r['trials_to_random_best']:.0f} | "
+            f"| {r['name']} | {r['seeds']} x {r['trials']} | {reach} | "
             f"{r['reached_random_best']}/{r['seeds']} | {r['last100_mean']:.4f} ± "
-            f"{r['last100_std']:.4f} | {r['final_regret']:.4f} "
+            f"{r['last100_std']:.4f} | {at_100} | {r['final_regret']:.4f} "
             f"({r['final_regret_iqr'][0]:.4f}-{r['final_regret_iqr'][1]:.4f}) | "
             f"{r['seconds_per_run']:.0f} |")
-    lines += ["", "| final regret: a vs b | U | two-sided p | seeds |", "|---|---|---|---|"]
+    lines += ["", "| regret: a vs b | at trials | U | two-sided p | seeds |",
+              "|---|---|---|---|---|"]
     for t in summary["tests"]:
-        lines.append(f"| {t['a']} vs {t['b']} | {t['u']:.1f} | {t['p_value']:.4f} | "
-                     f"{t['n_a']} vs {t['n_b']} |")
+        lines.append(f"| {t['a']} vs {t['b']} | {t['trials']} | {t['u']:.1f} | "
+                     f"{t['p_value']:.4f} | {t['n_a']} vs {t['n_b']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -391,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    **{k: v for k, v in summary.items() if k != "curves"}}
         args.json.write_text(json.dumps(payload, indent=1) + "\n")
     if args.figure:
-        figure(summary).write_html(args.figure, include_plotlyjs=True)
+        figure(summary).write_html(args.figure, include_plotlyjs="cdn")
     return 0
 
 

@@ -262,7 +262,10 @@ def test_describe_released_auxcell_architectures(capsys, genotype: str, generate
 def test_every_space_is_searchable_with_tpe_random_and_ppo(
     tmp_path: Path, capsys, space: str
 ) -> None:
-    raw = tiny_config_dict(tmp_path, space={"name": space, "profile": "search"})
+    # Smaller than the other tiny searches (one stage, 24 images): this test is about every
+    # (space, sampler) pair completing trials, 15 searches in all.
+    raw = tiny_config_dict(tmp_path, space={"name": space, "profile": "search"},
+                           data={"num_images": 24}, train={"stage2_epochs": 0})
     config = _write_toml(tmp_path / f"{space}.toml", raw)
     for sampler in ("tpe", "random", "ppo"):
         code = main(["search", str(config), "--sampler", sampler, "--n-trials", "2",
