@@ -49,6 +49,8 @@ import optuna.artifacts
 from optuna.artifacts.exceptions import ArtifactNotFound
 from PIL import Image
 
+from nas_optuna.labels import IGNORE_INDEX
+
 if TYPE_CHECKING:
     import torch
 
@@ -82,7 +84,6 @@ IGNORE_COLOUR = (0, 0, 0)
 #: Columns of the mask preview, left to right.
 PREVIEW_COLUMNS = ("image", "truth", "prediction")
 
-_IGNORE_INDEX = 255
 # Cityscapes' colours for its 19 train ids; later classes take the PASCAL VOC colour map.
 _CITYSCAPES = (
     (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
@@ -253,7 +254,7 @@ def mask_preview_png(
     prediction: Any,
     *,
     num_classes: int,
-    ignore_index: int = _IGNORE_INDEX,
+    ignore_index: int = IGNORE_INDEX,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
 ) -> bytes:

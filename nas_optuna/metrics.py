@@ -48,7 +48,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ConfusionMatrix", "reward", "segmentation_metrics"]
+from nas_optuna.labels import IGNORE_INDEX
+
+__all__ = ["IGNORE_INDEX", "ConfusionMatrix", "reward", "segmentation_metrics"]
 
 _METRIC_KEYS = ("miou", "macc", "fwiou", "pixel_accuracy", "reward")
 
@@ -86,7 +88,7 @@ class ConfusionMatrix:
     def __init__(
         self,
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         device: torch.device | str | None = None,
     ) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:

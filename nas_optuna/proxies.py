@@ -77,6 +77,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_optuna.labels import IGNORE_INDEX
 from nas_optuna.networks import AuxiliaryOutputs
 
 if TYPE_CHECKING:
@@ -87,7 +88,6 @@ __all__ = ["PROXIES", "PROXY_ATTR_PREFIX", "compute_proxies", "compute_proxy", "
 
 PROXIES: tuple[str, ...] = ("synflow", "naswot", "grad_norm", "snip", "jacob_cov")
 
-_IGNORE_INDEX = 255
 _JACOB_COV_K = 1e-5
 _RELUS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU)
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
@@ -261,7 +261,7 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if labels.shape[-2:] != logits.shape[-2:]:
         labels = F.interpolate(labels[:, None].float(), size=tuple(logits.shape[-2:]),
                                mode="nearest")[:, 0]
-    return F.cross_entropy(logits, labels.long(), ignore_index=_IGNORE_INDEX)
+    return F.cross_entropy(logits, labels.long(), ignore_index=IGNORE_INDEX)
 
 
 def _loss_gradients(

@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nas_optuna.labels import IGNORE_INDEX
+
 __all__ = ["IGNORE_INDEX", "SegmentationSource"]
 
-#: Mask value excluded from the loss and the metrics (void, unlabelled, object borders).
-IGNORE_INDEX = 255
 
 
 class SegmentationSource(abc.ABC):

@@ -17,11 +17,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from nas_optuna.exceptions import ConfigError
+from nas_optuna.labels import IGNORE_INDEX
 from nas_optuna.stems import EncoderStem, load_imagenet_weights
 
 __all__ = ["initialise_stem"]
 
-_IGNORE_INDEX = 255
 
 
 def initialise_stem(
@@ -118,7 +118,7 @@ def _warm_up(
                 for head, f in zip(heads, features)
             )
             targets = F.interpolate(labels[:, None].float(), size=size, mode="nearest")
-            loss = F.cross_entropy(logits, targets[:, 0].long(), ignore_index=_IGNORE_INDEX)
+            loss = F.cross_entropy(logits, targets[:, 0].long(), ignore_index=IGNORE_INDEX)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

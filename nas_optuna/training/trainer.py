@@ -64,6 +64,7 @@ from torch.utils.data import DataLoader
 
 from nas_optuna.config import TrainConfig
 from nas_optuna.exceptions import TrialFailed
+from nas_optuna.labels import IGNORE_INDEX
 from nas_optuna.metrics import ConfusionMatrix
 from nas_optuna.networks import AuxiliaryOutputs, StemDecoderNetwork
 from nas_optuna.training.features import SearchData
@@ -78,7 +79,6 @@ Reporter = Callable[[int, Mapping[str, float]], bool]
 #: (``index`` 1 .. ``stage1_validations - 1``; the last is stage 1's own, see Reporter).
 ValidationReporter = Callable[[int, Mapping[str, float]], bool]
 
-_IGNORE_INDEX = 255
 
 
 @dataclasses.dataclass
@@ -493,11 +493,11 @@ def _loss(
         outputs, auxiliary = outputs.logits, outputs.auxiliary
     logits = outputs.float()
     loss = F.cross_entropy(logits, _downsample(labels, logits.shape[-2:]),
-                           ignore_index=_IGNORE_INDEX)
+                           ignore_index=IGNORE_INDEX)
     for extra in auxiliary:
         extra = extra.float()
         loss = loss + config.auxiliary_weight * F.cross_entropy(
-            extra, _downsample(labels, extra.shape[-2:]), ignore_index=_IGNORE_INDEX
+            extra, _downsample(labels, extra.shape[-2:]), ignore_index=IGNORE_INDEX
         )
     if teacher_logits is not None:
         # The student's raw logits mimic the teacher's, compared at the student's size.
@@ -574,7 +574,7 @@ def _evaluate(
     omit_classes: Sequence[int],
 ) -> dict[str, float]:
     model.eval()
-    matrix = ConfusionMatrix(data.num_classes, ignore_index=_IGNORE_INDEX, device=device)
+    matrix = ConfusionMatrix(data.num_classes, ignore_index=IGNORE_INDEX, device=device)
     count = len(data.val_labels)
     for start in range(0, count, batch_size):
         part = slice(start, start + batch_size)
