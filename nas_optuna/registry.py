@@ -16,10 +16,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
-from nas_optuna.exceptions import UnknownNameError
+from nas_optuna.exceptions import ConfigError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -76,3 +77,41 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def check_options(target: Callable[..., Any], options: Mapping[str, Any], what: str, *,
+                  exclude: Iterable[str] = (), required: bool = False) -> None:
+    """Checks config ``options`` against the keyword parameters of ``target``.
+
+    Args:
+        target: The class or factory the options will be passed to.
+        options: The options a config gives.
+        what: How the error names the target, e.g. ``"sampler 'tpe'"``.
+        exclude: Parameters the caller sets itself (e.g. ``seed``): not options.
+        required: Also refuse a parameter without default that ``options`` lacks.
+
+    Raises:
+        ConfigError: ``{what} has no option 'x'; accepted: ...`` (or ``needs option``).
+
+    Example:
+        >>> def factory(width, depth=2, *, seed=None): ...
+        >>> check_options(factory, {"depth": 3}, "toy", exclude={"seed"})
+        >>> check_options(factory, {"wdith": 3}, "toy")
+        Traceback (most recent call last):
+        ...
+        nas_optuna.exceptions.ConfigError: toy has no option 'wdith'; accepted: width, depth, seed
+    """
+    skip = set(exclude)
+    parameters = [p for p in inspect.signature(target).parameters.values()
+                  if p.name != "self" and p.name not in skip
+                  and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    accepted = ", ".join(p.name for p in parameters) or "none"
+    names = {p.name for p in parameters}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise ConfigError(f"{what} has no option {unknown[0]!r}; accepted: {accepted}")
+    if required:
+        missing = [p.name for p in parameters if p.default is p.empty and p.name not in options]
+        if missing:
+            raise ConfigError(f"{what} needs option {missing[0]!r}; accepted: {accepted}")
+

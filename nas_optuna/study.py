@@ -36,7 +36,7 @@ from nas_optuna.data import build_dataset
 from nas_optuna.exceptions import ConfigError, NasOptunaError
 from nas_optuna.objective import SearchObjective
 from nas_optuna.pruners import STAGE1_RULES, RunningMeanPruner, Stage1Rule
-from nas_optuna.registry import Registry
+from nas_optuna.registry import Registry, check_options
 from nas_optuna.samplers import PPOSampler
 from nas_optuna.storage import (
     RetryCallback,
@@ -108,7 +108,7 @@ def build_sampler(
         ConfigError: An option is not accepted.
     """
     sampler_class = SAMPLERS.get(name)
-    _check_options(sampler_class, options, f"sampler {name!r}", exclude={"seed"})
+    check_options(sampler_class, options, f"sampler {name!r}", exclude={"seed"})
     try:
         return sampler_class(seed=seed, **options)
     except (TypeError, ValueError) as error:
@@ -123,7 +123,7 @@ def build_pruner(name: str, options: dict[str, Any],
     ``running_mean`` decides unless its ``step`` option says otherwise.
     """
     factory = PRUNERS.get(name)
-    _check_options(factory, options, f"pruner {name!r}", exclude={"seed"})
+    check_options(factory, options, f"pruner {name!r}", exclude={"seed"})
     if "seed" in inspect.signature(factory).parameters:
         options = {**options, "seed": seed}
     if name == "running_mean":
@@ -145,16 +145,6 @@ def build_stage1_rule(name: str, options: dict[str, Any], seed: int | None) -> S
         return Stage1Rule(name, seed=seed, **options)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"pruner {name!r} in a multi-objective study: {error}") from None
-
-
-def _check_options(target: Any, options: dict[str, Any], what: str,
-                   exclude: set[str] | None = None) -> None:
-    accepted = [p for p in inspect.signature(target).parameters
-                if p not in ("self", "args", "kwargs") and p not in (exclude or set())]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ConfigError(f"{what} has no option {unknown[0]!r}; accepted: "
-                          f"{', '.join(accepted) or 'none'}")
 
 
 def default_cache_dir(storage: str) -> Path:

@@ -12,11 +12,9 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from nas_optuna.exceptions import ConfigError
-from nas_optuna.registry import Registry
+from nas_optuna.registry import Registry, check_options
 from search_spaces._base import SearchSpace
 from search_spaces.auxcell import AuxCellSpace
 from search_spaces.cas import CASSpace
@@ -52,10 +50,5 @@ def get_space(name: str, **options: Any) -> SearchSpace:
         ConfigError: An option is not accepted by the space.
     """
     cls = SPACES.get(name)
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ConfigError(
-            f"search space {name!r} has no option {unknown[0]!r}; accepted: {', '.join(accepted)}"
-        )
+    check_options(cls, options, f"search space {name!r}")
     return cls(**options)

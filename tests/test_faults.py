@@ -320,7 +320,7 @@ def test_harmless_changes_resume_and_the_flag_records_a_forced_change(
     ({"pruner": {"name": "median", "warmup": 1}}, [], "pruner 'median' has no option 'warmup'"),
     ({"study": {"nam": "x"}}, [], "unknown key 'nam' in [study]"),
     ({"train": {"epochs": 3}}, [], "unknown key 'epochs' in [train]"),
-    ({"data": {"shuffle": True}}, [], "unknown option 'shuffle' for dataset 'synthetic'"),
+    ({"data": {"shuffle": True}}, [], "dataset 'synthetic' has no option 'shuffle'"),
     ({"data": {"name": "kitti"}}, [], "unknown dataset 'kitti'"),
     ({"cost": {"budget": {"flops": 1}}}, [], "[cost] budget names unknown cost 'flops'"),
     ({"study": {"metrics": ["accuracy"]}}, [], "[study] unknown metric 'accuracy'"),

@@ -37,3 +37,22 @@ def test_names_register_once() -> None:
     registry.add("one", 1)
     with pytest.raises(ValueError, match="already registered"):
         registry.add("one", 2)
+
+
+def test_check_options_names_unknown_and_missing_options() -> None:
+    import pytest
+
+    from nas_optuna.exceptions import ConfigError
+    from nas_optuna.registry import check_options
+
+    class Thing:
+        def __init__(self, size: int, colour: str = "red", *, seed: int | None = None) -> None:
+            pass
+
+    check_options(Thing, {"size": 1}, "thing 'x'", exclude={"seed"}, required=True)
+    with pytest.raises(ConfigError, match=r"^thing 'x' has no option 'seed'; accepted: "
+                                          r"size, colour$"):
+        check_options(Thing, {"seed": 1}, "thing 'x'", exclude={"seed"})
+    with pytest.raises(ConfigError, match=r"^thing 'x' needs option 'size'; accepted: "
+                                          r"size, colour, seed$"):
+        check_options(Thing, {"colour": "blue"}, "thing 'x'", required=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -12,8 +11,7 @@ from nas_optuna.data._folder import FolderDataset
 from nas_optuna.data._source import SegmentationSource
 from nas_optuna.data._synthetic import SyntheticStreetScenes
 from nas_optuna.data._voc import PascalVOC
-from nas_optuna.exceptions import ConfigError
-from nas_optuna.registry import Registry
+from nas_optuna.registry import Registry, check_options
 
 __all__ = ["DATASETS", "build_dataset"]
 
@@ -47,25 +45,5 @@ def build_dataset(name: str, **options: Any) -> SegmentationSource:
         50
     """
     factory = DATASETS.get(name)
-    signature = inspect.signature(factory)
-    accepted = [
-        p.name
-        for p in signature.parameters.values()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
-    listing = ", ".join(accepted) if accepted else "none"
-    for option in options:
-        if option not in accepted:
-            raise ConfigError(
-                f"unknown option {option!r} for dataset {name!r}; accepted options: {listing}"
-            )
-    missing = [
-        p.name
-        for p in signature.parameters.values()
-        if p.name in accepted and p.default is p.empty and p.name not in options
-    ]
-    if missing:
-        raise ConfigError(
-            f"dataset {name!r} needs option {missing[0]!r}; accepted options: {listing}"
-        )
+    check_options(factory, options, f"dataset {name!r}", required=True)
     return factory(**options)
