@@ -550,6 +550,7 @@ def _preview(data: SearchData, network: torch.nn.Module, result: TrainResult, co
              device: torch.device | None) -> bytes:
     import torch
 
+    from nas_optuna.networks import module_device
     from nas_optuna.training.trainer import predict
 
     indices = list(range(min(count, len(data.val_labels))))
@@ -560,7 +561,7 @@ def _preview(data: SearchData, network: torch.nn.Module, result: TrainResult, co
     else:  # a trainer without an averaged copy: the network itself
         model, stage = network, 2
     if device is None:
-        device = next(iter(network.parameters()), torch.empty(0)).device
+        device = module_device(network)
     prediction = predict(model, data, indices, stage=stage, device=device)
     index = torch.as_tensor(indices)
     images = data.val_images[index.to(data.val_images.device)]

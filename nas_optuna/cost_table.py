@@ -112,6 +112,7 @@ from torch.utils import _pytree as pytree
 from nas_optuna._files import atomic_path
 from nas_optuna.cost import _eval_mode, device_fingerprint, measure_latency
 from nas_optuna.exceptions import NasOptunaError
+from nas_optuna.networks import module_device
 
 __all__ = [
     "CALIBRATION_INTERCEPT_POINTS",
@@ -382,8 +383,7 @@ def trace_units(
                 add_unit(f"fn:{_function_name(func)}", "function", func, args, kwargs)
 
     height, width = input_size
-    reference = next(iter([*network.parameters(), *network.buffers()]), None)
-    device = reference.device if reference is not None else torch.device("cpu")
+    device = module_device(network)
     dtype = next((p.dtype for p in network.parameters() if p.is_floating_point()), torch.float32)
     x = torch.zeros(1, in_channels, height, width, dtype=dtype, device=device)
     flags = [module.training for module in modules]
@@ -459,11 +459,6 @@ def _materialise(specs: Sequence[Any], device: torch.device) -> list[Any]:
     return leaves
 
 
-def _module_device(module: nn.Module) -> torch.device:
-    reference = next(iter([*module.parameters(), *module.buffers()]), None)
-    return reference.device if reference is not None else torch.device("cpu")
-
-
 def _measure_call(
     module: nn.Module,
     specs: Sequence[Any],
@@ -473,7 +468,7 @@ def _measure_call(
     warmup: int,
     repeats: int,
 ) -> float:
-    leaves = _materialise(specs, _module_device(module))
+    leaves = _materialise(specs, module_device(module))
     args, kwargs = pytree.tree_unflatten(list(specs), treespec)
     single = len(args) == 1 and not kwargs and isinstance(args[0], _TensorSpec)
     identity: nn.Module = nn.Identity() if single else _PassThrough()

@@ -13,7 +13,7 @@ import torch
 
 from nas_optuna.cost import count_macs, count_parameters, measure_latency, measure_peak_memory
 from nas_optuna.cost import output_stride as measured_output_stride
-from nas_optuna.networks import StemDecoderNetwork, auxiliary_modules
+from nas_optuna.networks import StemDecoderNetwork, auxiliary_modules, module_device
 
 __all__ = ["measure_network"]
 
@@ -47,7 +47,7 @@ def measure_network(network: StemDecoderNetwork, input_size: tuple[int, int], *,
         True
     """
     device = torch.device(device)
-    probe = torch.zeros(1, 3, *input_size, device=next(network.parameters()).device)
+    probe = torch.zeros(1, 3, *input_size, device=module_device(network))
     stride = getattr(network.decoder, "output_stride", None)
     if stride is None:
         stride = measured_output_stride(network, input_size)

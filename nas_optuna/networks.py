@@ -17,7 +17,21 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["AuxiliaryOutputs", "StemDecoderNetwork", "auxiliary_modules"]
+__all__ = ["AuxiliaryOutputs", "StemDecoderNetwork", "auxiliary_modules", "module_device"]
+
+
+def module_device(module: nn.Module, default: torch.device | str = "cpu") -> torch.device:
+    """The device of ``module``'s first parameter or buffer; ``default`` when it has none.
+
+    Example:
+        >>> module_device(nn.Linear(2, 2))
+        device(type='cpu')
+        >>> module_device(nn.ReLU(), default="meta")
+        device(type='meta')
+    """
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device(default)
 
 
 class AuxiliaryOutputs(NamedTuple):
@@ -55,7 +69,7 @@ class StemDecoderNetwork(nn.Module):
         >>> from search_spaces import get_space
         >>> space = get_space("template")
         >>> net = space.build(space.random_architecture(seed=0), num_classes=6)
-        >>> net(torch.zeros(1, 3, 64, 64)).shape[1]
+        >>> net.eval()(torch.zeros(1, 3, 64, 64)).shape[1]
         6
     """
 

@@ -78,7 +78,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_optuna.labels import IGNORE_INDEX
-from nas_optuna.networks import AuxiliaryOutputs
+from nas_optuna.networks import AuxiliaryOutputs, module_device
 
 if TYPE_CHECKING:
     from nas_optuna.networks import StemDecoderNetwork
@@ -175,8 +175,7 @@ def search_proxies(network: StemDecoderNetwork, data: SearchData,
         >>> scores = search_proxies(network, data, ["synflow", "naswot"])  # doctest: +SKIP
     """
     count = min(batch_size, len(data.train_labels))
-    first = next(iter(network.decoder.parameters()), None)
-    device = first.device if first is not None else data.train_labels.device
+    device = module_device(network.decoder, default=data.train_labels.device)
     features = [f[:count].to(device).float() for f in data.train_features]
     labels = data.train_labels[:count].to(device).long()
     return compute_proxies(network.decoder, features, labels, names,

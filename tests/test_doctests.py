@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = [
     "nas_optuna._files",
     "nas_optuna.registry",
+    "nas_optuna.networks",
     "nas_optuna.surrogate",
     "nas_optuna.surrogate._encoding",
     "nas_optuna.surrogate._objective",
