@@ -414,6 +414,7 @@ class AuxCellSpace(SearchSpace[AuxCellArchitecture]):
         sums, and the sum of the unused nodes.
 
         Example:
+            >>> from search_spaces import get_space
             >>> space = get_space("auxcell", profile="final")
             >>> graph = space.graph(space.from_genotype(ARCH0_GENOTYPE))
         """

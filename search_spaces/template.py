@@ -485,6 +485,7 @@ class TemplateSpace(SearchSpace[TemplateArchitecture]):
         width; unused ones feed the head. Stem features no block reads are left out.
 
         Example:
+            >>> from search_spaces import get_space
             >>> space = get_space("template", profile="final")
             >>> graph = space.graph(space.from_genotype(ARCH0_GENOTYPE))
         """

@@ -16,12 +16,30 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = [
     "nas_optuna._files",
-    "nas_optuna.registry",
+    "nas_optuna.config",
+    "nas_optuna.cost",
+    "nas_optuna.data",
+    "nas_optuna.data._split",
+    "nas_optuna.data._synthetic",
+    "nas_optuna.diagram",
+    "nas_optuna.metrics",
     "nas_optuna.networks",
+    "nas_optuna.ops",
+    "nas_optuna.pruners",
+    "nas_optuna.registry",
+    "nas_optuna.samplers",
+    "nas_optuna.stems",
+    "nas_optuna.storage",
     "nas_optuna.surrogate",
     "nas_optuna.surrogate._encoding",
     "nas_optuna.surrogate._objective",
+    "search_spaces",
     "search_spaces._base",
+    "search_spaces.auxcell",
+    "search_spaces.cas",
+    "search_spaces.rspnet",
+    "search_spaces.smp",
+    "search_spaces.template",
 ]
 
 
