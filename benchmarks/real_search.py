@@ -53,6 +53,7 @@ if str(ROOT) not in sys.path:
 
 from _machine import cpu_model  # noqa: E402
 
+from nas_optuna._files import atomic_path  # noqa: E402
 from nas_optuna.config import NamedConfig, StudyConfig, load_config  # noqa: E402
 
 BASE_CONFIG = ROOT / "studies" / "quickstart.toml"
@@ -144,8 +145,7 @@ def export(storage: str, path: Path) -> int:
             if path.is_file() else [])
     rows = kept + fresh
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, ["study", "number", "state", "value", "seconds",
                                          "params"])
         writer.writeheader()
@@ -154,7 +154,6 @@ def export(storage: str, path: Path) -> int:
                              "value": "" if row["value"] is None else row["value"],
                              "seconds": ("" if row["seconds"] in (None, "")
                                          else round(float(row["seconds"]), 3))})
-    tmp.replace(path)
     return len(rows)
 
 

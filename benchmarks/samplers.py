@@ -40,8 +40,7 @@ import argparse
 import json
 import sys
 import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,8 @@ import optuna  # noqa: E402
 from _docs import write_between_markers  # noqa: E402
 from _machine import cpu_model  # noqa: E402
 
-from nas_optuna.samplers import PPOSampler  # noqa: E402
+from nas_optuna._optuna import experimental_ok  # noqa: E402
+from nas_optuna.study import build_sampler  # noqa: E402
 from nas_optuna.surrogate import SurrogateObjective, load_surrogate  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "data"
@@ -68,20 +68,21 @@ DEFAULT_REAL = ROOT / "docs" / "benchmarks_real_search.json"
 #: the search for ``f*``); every trial's params would make the results file ~40 MB.
 TOP_PARAMS = 10
 
-#: Sampler name -> factory ``(seed) -> sampler``.
-SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+#: Benchmark name -> (registered sampler, its options), built by ``build_sampler`` as a
+#: config's ``[sampler]`` table would be.
+SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "random": ("random", {}),
     # Optuna 5's default TPE is multivariate (with the constant liar); on the template
     # space, whose parameters are all always present, ``group=True`` finds one group and
     # ran trial for trial identical to it (seeds 0 and 1 checked), so the contrast kept is
     # the classic independent TPE (Optuna < 5's default).
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
-    "tpe_univariate": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=False),
-    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
-    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed),
-    "ppo": lambda seed: PPOSampler(seed=seed),
+    "tpe": ("tpe", {}),
+    "tpe_univariate": ("tpe", {"multivariate": False}),
+    "nsga2": ("nsga2", {}),
+    "gp": ("gp", {}),
+    "ppo": ("ppo", {}),
     # The papers' update: the whole buffer of 100 trials at learning rate 1e-4.
-    "ppo_papers": lambda seed: PPOSampler(seed=seed, batch_size=None, learning_rate=1e-4),
+    "ppo_papers": ("ppo", {"batch_size": None, "learning_rate": 1e-4}),
 }
 
 
@@ -93,9 +94,10 @@ def _read(path: Path) -> list[dict[str, Any]]:
 
 def run_one(surrogate: Any, sampler: str, seed: int, trials: int) -> dict[str, Any]:
     """One sampler run on the surrogate: every trial's observed and predicted reward."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = optuna.create_study(direction="maximize", sampler=SAMPLERS[sampler](seed))
+    name, options = SAMPLERS[sampler]
+    with experimental_ok():
+        study = optuna.create_study(direction="maximize",
+                                    sampler=build_sampler(name, options, seed))
     started = time.perf_counter()
     study.optimize(SurrogateObjective(surrogate, seed=seed), n_trials=trials)
     done = study.get_trials(deepcopy=False)

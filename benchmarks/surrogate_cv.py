@@ -38,7 +38,7 @@ for folder in (_HERE, ROOT):
 from _machine import cpu_model  # noqa: E402
 from surrogate_data import restore  # noqa: E402
 
-from analysis import rank_correlation  # noqa: E402
+from analysis import rank_correlation, seed_noise  # noqa: E402
 from nas_optuna.surrogate import fit_surrogate  # noqa: E402
 
 TABLE = ROOT / "benchmarks" / "data" / "surrogate_template.csv"
@@ -46,14 +46,14 @@ FIDELITY = ROOT / "benchmarks" / "data" / "fidelity_runs.jsonl"
 
 
 def seed_noise_std(path: Path = FIDELITY) -> float:
-    """Pooled within-architecture std of the template ``s1_6`` rung (3 seeds each)."""
+    """Pooled within-architecture std of the template ``s1_6`` rung (3 seeds each):
+    :func:`analysis.seed_noise`, as ``benchmarks/fidelity.py`` reports it."""
     runs: dict[int, list[float]] = defaultdict(list)
     for line in path.read_text().splitlines():
         row = json.loads(line)
         if row.get("space") == "template" and row.get("rung") == "s1_6":
             runs[row["index"]].append(row["score"])
-    variances = [np.var(v, ddof=1) for v in runs.values() if len(v) >= 2]
-    return float(np.sqrt(np.mean(variances)))
+    return seed_noise([runs[i] for i in sorted(runs)], n_bootstrap=0).within_std
 
 
 def main(argv: list[str] | None = None) -> int:

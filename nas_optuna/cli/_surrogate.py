@@ -21,9 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nas_optuna.cli._common import Parser, load_study
 from nas_optuna.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nas_optuna.surrogate import Surrogate
 
 NAME = "surrogate"
 HELP = "fit a surrogate of a study's reward, check it, and search on it"
@@ -183,7 +189,7 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_space(surrogate, study) -> None:
+def _check_space(surrogate: Surrogate, study: optuna.Study) -> None:
     space = study.user_attrs.get("space")
     if isinstance(space, dict) and space.get("name") not in (None, surrogate.space_name):
         raise ConfigError(f"study {study.study_name!r} searched space {space.get('name')!r}; "

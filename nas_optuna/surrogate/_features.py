@@ -40,7 +40,8 @@ class DerivedFeatures:
                  params: Mapping[str, Any]) -> DerivedFeatures:
         """Every feature the space derives (names from one architecture, ``params``)."""
         features = cls(space_options, ())
-        return cls(space_options, tuple(features._features(params)))
+        features.names = tuple(features._features(params))
+        return features
 
     def _features(self, params: Mapping[str, Any]) -> dict[str, float]:
         return self.space.features(self.space.from_params(params))

@@ -2,9 +2,9 @@
 
 Each candidate of :data:`~nas_optuna.surrogate._models.MODELS` is scored by K-fold
 cross-validation (shuffled, seeded): the Spearman correlation and R^2 of the out-of-fold
-predictions against the stored rewards, pooled over the folds, with a seeded bootstrap 95%
-interval of the Spearman over the out-of-fold pairs (pairs resampled with
-``numpy.random.default_rng(seed)``, percentile interval).
+predictions against the stored rewards, pooled over the folds, with a 1,000-resample
+bootstrap 95% interval of the Spearman over the out-of-fold pairs
+(:func:`analysis.rank_correlation`, seeded).
 The best Spearman wins and is refitted on every trial.
 
 The **seed-noise ceiling** is what a perfect model of an architecture's *mean* reward
@@ -132,25 +132,6 @@ def _repeat_noise(params_list: Sequence[Mapping[str, Any]],
     return float(np.sqrt(np.mean(variances))) if len(variances) >= 2 else None
 
 
-def _spearman_ci(x: np.ndarray, y: np.ndarray, seed: int,
-                 resamples: int = 1000) -> tuple[float, float, float]:
-    """Spearman and its paired percentile-bootstrap 95% interval."""
-    from scipy.stats import spearmanr
-
-    rho = float(spearmanr(x, y).statistic)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(resamples):
-        pick = rng.integers(0, len(x), len(x))
-        value = spearmanr(x[pick], y[pick]).statistic
-        if np.isfinite(value):
-            draws.append(value)
-    if not draws:
-        return rho, float("nan"), float("nan")
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return rho, float(low), float(high)
-
-
 def _metric(study: optuna.Study) -> tuple[str, int, str]:
     names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
     index = names.index("reward") if "reward" in names else 0
@@ -195,6 +176,8 @@ def fit_surrogate(
     from sklearn.metrics import r2_score
     from sklearn.model_selection import KFold
 
+    from analysis import rank_correlation  # the project's bootstrap interval
+
     space = study.user_attrs.get("space")
     if not isinstance(space, dict) or "name" not in space:
         raise ConfigError(f"study {study.study_name!r} has no 'space' user attr: not a "
@@ -231,8 +214,9 @@ def fit_surrogate(
             for train, test in splitter.split(x):
                 model = make_model(name, seed).fit(x[train], y[train])
                 predicted[test] = model.predict(x[test])
-            rho, low, high = _spearman_ci(predicted, y, seed)
-            scores.append(CandidateScore(name, rho, low, high, float(r2_score(y, predicted))))
+            rank = rank_correlation(predicted, y, n_bootstrap=1000, seed=seed)
+            scores.append(CandidateScore(name, rank.spearman, rank.spearman_low,
+                                         rank.spearman_high, float(r2_score(y, predicted))))
         scores.sort(key=lambda s: -np.nan_to_num(s.cv_spearman, nan=-2.0))
         best = scores[0].model
         arrays = export_model(best, make_model(best, seed).fit(x, y))

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import optuna
+import pytest
 
 from nas_optuna.config import load_config
 
@@ -46,3 +47,19 @@ def test_the_committed_table_holds_300_trained_architectures() -> None:
     assert len(rows) >= 300
     assert len({r["genotype"] for r in rows}) == len(rows)  # distinct architectures
     assert all(0.0 < float(r["value"]) < 1.0 and r["proxy_snip"] for r in rows)
+
+
+def test_surrogate_cv_scores_both_fits_from_a_table(import_benchmark, tmp_path: Path) -> None:
+    module = import_benchmark("surrogate_cv")
+    lines = (ROOT / "benchmarks" / "data" / "surrogate_template.csv").read_text().splitlines()
+    table = tmp_path / "t.csv"
+    table.write_text("\n".join(lines[:31]) + "\n")  # 30 trained architectures
+    out = tmp_path / "cv.json"
+    assert module.main(["--table", str(table), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == 30 and result["seed_noise_std"] == pytest.approx(0.0126, abs=1e-4)
+    params, derived = result["fits"]["params"], result["fits"]["params+derived"]
+    assert derived["features"] == params["features"] + len(derived["derived"])
+    assert "output_stride" in derived["derived"] and params["derived"] == []
+    for fit in (params, derived):
+        assert fit["chosen"] == max(fit["models"], key=lambda m: fit["models"][m]["cv_spearman"])
